@@ -1,0 +1,5 @@
+//! Joining an installed host to the Proxmox cluster over SSH and registering
+//! it with the Infrastructure service.
+
+pub mod infra;
+pub mod ssh;

@@ -1,0 +1,13 @@
+//! Provisioning: turns bare-metal machines into joined Proxmox VE cluster
+//! nodes from host declarations committed to git. See ARCHITECTURE.md for the
+//! code map.
+
+pub mod boot;
+pub mod check;
+pub mod decl;
+pub mod join;
+pub mod mac;
+pub mod reconcile;
+pub mod secrets;
+pub mod state;
+pub mod store;
