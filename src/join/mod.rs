@@ -2,4 +2,5 @@
 //! it with the Infrastructure service.
 
 pub mod infra;
+pub mod retry;
 pub mod ssh;
