@@ -59,8 +59,9 @@ pub enum SecretsError {
 
 /// A string that must never be shown: passwords, bearer tokens, PEM private
 /// keys. `Debug` prints `SecretString(<redacted>)`, there is no `Display`,
-/// and the bytes are overwritten when the value is dropped.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// and the bytes are overwritten when the value is dropped. There is
+/// deliberately no `PartialEq`: compare tokens with [`verify_token`].
+#[derive(Clone, Default)]
 pub struct SecretString(String);
 
 impl SecretString {
@@ -115,7 +116,7 @@ fn os_random<const N: usize>() -> Result<[u8; N], SecretsError> {
 
 /// A per-rebuild bearer token: 32 bytes from the OS RNG, URL-safe base64
 /// without padding (43 characters, safe in URLs and shell scripts).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Token(SecretString);
 
 impl Token {

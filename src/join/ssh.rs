@@ -846,6 +846,74 @@ mod tests {
         );
     }
 
+    /// The removal script run locally with `sh`, as sshd would run it.
+    fn run_removal(key: &str, files: &[&std::path::Path]) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(REMOVE_KEY_SCRIPT)
+            .arg("remove-ephemeral-key")
+            .args(files)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{key}").unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    #[test]
+    fn removal_script_follows_links_keeps_mode_and_other_lines() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("cluster_keys");
+        let link = dir.path().join("node_keys");
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOurKey";
+        std::fs::write(
+            &target,
+            format!(
+                "ssh-rsa AAAAB3other a@b\n{key} provisioning:h:rebuild-1\n\
+                 from=\"10.0.0.1\" {key} edited-comment\nssh-ed25519 AAAAlast c@d\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let missing = dir.path().join("missing");
+
+        let out = run_removal(key, &[&link, &target, &missing]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("removed:") && stdout.contains("not present:"));
+        assert!(stdout.contains("absent:"), "{stdout}");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "ssh-rsa AAAAB3other a@b\nssh-ed25519 AAAAlast c@d\n"
+        );
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        // Running it again is harmless.
+        let again = run_removal(key, &[&link, &target]);
+        assert!(again.status.success());
+        // An empty key must not match (and wipe) every line.
+        let empty = run_removal("", &[&target]);
+        assert!(!empty.status.success());
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "ssh-rsa AAAAB3other a@b\nssh-ed25519 AAAAlast c@d\n"
+        );
+    }
+
     #[test]
     fn retryable_classification() {
         let addr = "a".to_string();
