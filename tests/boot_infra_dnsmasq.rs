@@ -624,3 +624,40 @@ async fn real_dnsmasq_answers_declared_macs_in_a_namespace() {
         .unwrap();
     assert!(!process_alive(pid as i32), "dnsmasq {pid} still running");
 }
+
+#[tokio::test]
+async fn supervisor_resets_the_backoff_after_a_stable_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    // Each child runs 0.4 s, longer than `stable_after`, then dies.
+    let bin = fake_binary(
+        dir.path(),
+        &format!("date +%s.%N >> '{}'\nsleep 0.4\nexit 1", starts.display()),
+    );
+    let mut p = fast(bin, &dir.path().join("c.conf"));
+    p.backoff_initial = Duration::from_millis(100);
+    p.backoff_max = Duration::from_secs(5);
+    p.stable_after = Duration::from_millis(300);
+    let (handle, sup) = dnsmasq::supervisor(p);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sup.run(async {
+        let _ = stop_rx.await;
+    }));
+    let status = handle.status.clone();
+    wait_for("four starts", || {
+        (status.borrow().restarts >= 3).then_some(())
+    })
+    .await;
+    stop_tx.send(()).unwrap();
+    task.await.unwrap();
+    let times: Vec<f64> = std::fs::read_to_string(&starts)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    // Without the reset the pauses would be 0.1, 0.2, 0.4 s; with it each
+    // start follows the previous one by the 0.4 s run plus 0.1 s.
+    for gap in times.windows(2).map(|w| w[1] - w[0]) {
+        assert!(gap < 0.75, "backoff was not reset: {times:?}");
+    }
+}
