@@ -520,11 +520,12 @@ async fn real_dnsmasq_answers_declared_macs_in_a_namespace() {
         "10.232.5.0/24".parse().unwrap(),
         "10.232.5.1".parse().unwrap(),
         "http://10.232.5.1:8080",
-        dir.path().join("tftp"),
+        dnsmasq::DEBIAN_IPXE_DIR,
         dir.path().join("hosts"),
     );
     p.user = Some("root".into());
-    std::fs::create_dir(&p.tftp_root).unwrap();
+    dnsmasq::prepare_runtime(&p)
+        .unwrap_or_else(|e| panic!("{e} (this test needs the Debian package ipxe)"));
     dnsmasq::write_hostsdir(&p.hostsdir, &[(known, None)]).unwrap();
     let conf = dir.path().join("dnsmasq.conf");
     std::fs::write(&conf, dnsmasq::render_config(&p).unwrap()).unwrap();
@@ -617,6 +618,31 @@ async fn real_dnsmasq_answers_declared_macs_in_a_namespace() {
     };
     assert!(seen.ignored);
 
+    // TFTP serves the iPXE binary byte for byte.
+    let fetched = dir.path().join("fetched.kpxe");
+    let (ns_name, fetched2) = (client.name.clone(), fetched.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns_name, "busybox", "tftp", "-g", "-r"])
+            .arg("undionly.kpxe")
+            .arg("-l")
+            .arg(&fetched2)
+            .arg("10.232.5.1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "tftp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&fetched).unwrap(),
+        std::fs::read(Path::new(dnsmasq::DEBIAN_IPXE_DIR).join("undionly.kpxe")).unwrap()
+    );
+
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
@@ -660,4 +686,26 @@ async fn supervisor_resets_the_backoff_after_a_stable_run() {
     for gap in times.windows(2).map(|w| w[1] - w[0]) {
         assert!(gap < 0.75, "backoff was not reset: {times:?}");
     }
+}
+
+#[test]
+fn prepare_runtime_creates_the_hostsdir_and_checks_the_ipxe_binaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = params(false);
+    p.hostsdir = dir.path().join("state/hosts");
+    p.tftp_root = dir.path().join("tftp");
+    std::fs::create_dir(&p.tftp_root).unwrap();
+    std::fs::write(p.tftp_root.join("undionly.kpxe"), b"bios").unwrap();
+    let err = dnsmasq::prepare_runtime(&p).unwrap_err().to_string();
+    assert!(err.contains("snponly.efi") && err.contains("ipxe"), "{err}");
+    assert!(p.hostsdir.is_dir(), "hostsdir created before the check");
+    std::fs::write(p.tftp_root.join("snponly.efi"), b"efi").unwrap();
+    dnsmasq::prepare_runtime(&p).unwrap();
+
+    // Debian's ipxe package has everything the default parameters name.
+    let mut debian = params(false);
+    debian.hostsdir = dir.path().join("h2");
+    debian.tftp_root = dnsmasq::DEBIAN_IPXE_DIR.into();
+    dnsmasq::prepare_runtime(&debian)
+        .unwrap_or_else(|e| panic!("{e} (this test needs the Debian package ipxe)"));
 }

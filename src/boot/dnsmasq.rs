@@ -29,6 +29,10 @@ use crate::mac::MacAddr;
 /// Debian's dnsmasq binary (package `dnsmasq-base`).
 pub const DEFAULT_BINARY: &str = "/usr/sbin/dnsmasq";
 
+/// Where Debian's `ipxe` package puts `undionly.kpxe`, `snponly.efi` and
+/// `ipxe.efi` (a sensible TFTP root outside NixOS).
+pub const DEBIAN_IPXE_DIR: &str = "/usr/lib/ipxe";
+
 /// Everything the configuration is rendered from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsmasqParams {
@@ -309,6 +313,44 @@ pub fn render_config(p: &DnsmasqParams) -> Result<String, DnsmasqError> {
     );
     c.push_str("\n# Log every DHCP decision to stderr for the supervising daemon.\nlog-dhcp\nlog-facility=-\n");
     Ok(c)
+}
+
+/// Makes the filesystem ready for dnsmasq and fails clearly when it is
+/// not: creates the hostsdir (dnsmasq silently stops watching a hostsdir
+/// that is missing when it starts) and checks that the TFTP root holds both
+/// iPXE binaries (dnsmasq refuses to start without its TFTP root, and a
+/// missing binary would only show up when a machine boots).
+pub fn prepare_runtime(p: &DnsmasqParams) -> Result<(), DnsmasqError> {
+    check_abs_path("hostsdir", &p.hostsdir)?;
+    check_abs_path("tftp_root", &p.tftp_root)?;
+    check_file_name("bios_file", &p.bios_file)?;
+    check_file_name("uefi_file", &p.uefi_file)?;
+    std::fs::create_dir_all(&p.hostsdir).map_err(|source| DnsmasqError::Io {
+        path: p.hostsdir.clone(),
+        source,
+    })?;
+    for file in [&p.bios_file, &p.uefi_file] {
+        let path = p.tftp_root.join(file);
+        match std::fs::File::open(&path).and_then(|f| f.metadata()) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(invalid(
+                    "tftp_root",
+                    format!("{} is not a regular file", path.display()),
+                ));
+            }
+            Err(source) => {
+                return Err(invalid(
+                    "tftp_root",
+                    format!(
+                        "cannot read the iPXE binary {}: {source} (Debian package ipxe provides {DEBIAN_IPXE_DIR})",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What [`write_hostsdir`] changed.
