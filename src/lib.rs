@@ -15,4 +15,5 @@ pub mod settings;
 pub mod state;
 pub mod store;
 pub mod systemd;
+pub mod templates;
 pub mod watch;
