@@ -109,9 +109,10 @@ let
     "CAP_NET_RAW" # DHCP replies to clients that have no address yet
     "CAP_NET_ADMIN" # binding to one interface, ARP entries
   ];
-  daemonCapabilities =
+  daemonCapabilities = lib.unique (
     lib.optional (listenPort < 1024) "CAP_NET_BIND_SERVICE"
-    ++ lib.optionals spawnsDnsmasq dnsmasqCapabilities;
+    ++ lib.optionals spawnsDnsmasq dnsmasqCapabilities
+  );
 
   # Sandboxing shared by both units; each adds what it needs on top.
   hardening = {
@@ -271,6 +272,15 @@ in
       '';
     };
 
+    renderedHosts = mkOption {
+      type = types.package;
+      default = hostsStoreDir;
+      defaultText = literalExpression "a store directory with one KDL file per host in hosts";
+      readOnly = true;
+      internal = true;
+      description = "The hosts of `hosts` rendered into KDL files, the directory the daemon reads.";
+    };
+
     checkDeclarations = mkOption {
       type = types.bool;
       default =
@@ -353,13 +363,13 @@ in
           paths = section "File system locations." {
             options.hosts_dir = mkOption {
               type = types.str;
-              default = if cfg.hostsDir != null then cfg.hostsDir else "${hostsStoreDir}";
+              default = if cfg.hostsDir != null then cfg.hostsDir else "${cfg.renderedHosts}";
               defaultText = literalExpression "hostsDir, or the store directory rendered from hosts";
               description = "Directory of host declarations (hot-reloaded).";
             };
             options.extra_hosts_dirs = mkOption {
               type = types.listOf types.str;
-              default = lib.optional (cfg.hostsDir != null && cfg.hosts != { }) "${hostsStoreDir}";
+              default = lib.optional (cfg.hostsDir != null && cfg.hosts != { }) "${cfg.renderedHosts}";
               defaultText = literalExpression "[ <store directory rendered from hosts> ] when hostsDir is set";
               description = "Further declaration directories, read together with `hosts_dir`.";
             };
@@ -568,6 +578,9 @@ in
 
           CapabilityBoundingSet = if daemonCapabilities == [ ] then [ "" ] else daemonCapabilities;
           AmbientCapabilities = daemonCapabilities;
+          # A user namespace would keep capabilities from applying to the
+          # host's network, so only without them.
+          PrivateUsers = daemonCapabilities == [ ];
           # The SSH client, the HTTP server and clients, wake-on-lan, and
           # (netlink) interface addresses; raw sockets only for a spawned
           # dnsmasq.
