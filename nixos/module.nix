@@ -552,14 +552,11 @@ in
 
         # A settings, server-types or Nix-declared-hosts change is a reload
         # (SIGHUP: the daemon re-reads settings and server types and rescans
-        # the hosts directories); the listen address and the state directory
-        # are only read at start, so a change there restarts the daemon. A new
-        # package changes ExecStart, which restarts it anyway.
+        # the hosts directories); the listen address is only read at start,
+        # so a change there restarts the daemon. A new package changes
+        # ExecStart, which restarts it anyway.
         reloadTriggers = [ settingsFile ];
-        restartTriggers = [
-          cfg.settings.server.listen
-          cfg.settings.paths.state_dir
-        ];
+        restartTriggers = [ cfg.settings.server.listen ];
 
         serviceConfig = hardening // {
           Type = "notify";
@@ -572,7 +569,12 @@ in
 
           StateDirectory = "provisioning";
           StateDirectoryMode = "0700";
-          RuntimeDirectory = "provisioning";
+          # systemd creates the dhcp-hostsdir too, so dnsmasq finds it even
+          # before the daemon has armed anything.
+          RuntimeDirectory = [
+            "provisioning"
+            "provisioning/dnsmasq-hosts"
+          ];
           RuntimeDirectoryMode = "0700";
           LoadCredential = map (s: "${s.credential}:${toString cfg.${s.option}}") secretsInUse;
 
@@ -591,8 +593,8 @@ in
             "AF_NETLINK"
           ]
           ++ lib.optional spawnsDnsmasq "AF_PACKET";
-          # dnsmasq (when spawned) adjusts its capabilities, which
-          # @privileged would forbid; it also needs /proc/net.
+          # A spawned dnsmasq sets its capabilities (capset is in
+          # @privileged) and reads /proc/net.
           SystemCallFilter = [
             "@system-service"
           ]
@@ -614,6 +616,7 @@ in
         bindsTo = [ "provisioning.service" ];
         partOf = [ "provisioning.service" ];
         requires = [ "sys-subsystem-net-devices-${utils.escapeSystemdPath pxe.interface}.device" ];
+        wants = [ "network-online.target" ];
         after = [
           "provisioning.service"
           "network-online.target"
@@ -655,8 +658,8 @@ in
             "AF_PACKET"
             "AF_UNIX"
           ];
-          # dnsmasq checks and adjusts its capabilities (capget/capset, in
-          # @system-service but not outside @privileged).
+          # Not "~@privileged" as for the daemon: dnsmasq checks and sets its
+          # capabilities (capset is in @privileged).
           SystemCallFilter = [ "@system-service" ];
         };
       };

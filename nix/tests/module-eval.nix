@@ -329,13 +329,11 @@ let
       daemon.reloadTriggers == [
         full.environment.etc."provisioning/provisioning.yaml".source
       ];
-    "full: listen and state dir changes restart" = {
+    "full: a listen address change restarts" = {
       actual = daemon.restartTriggers;
-      expected = [
-        "0.0.0.0:8080"
-        "/var/lib/provisioning"
-      ];
+      expected = [ "0.0.0.0:8080" ];
     };
+    "full: dnsmasq restarts on settings changes" = dnsmasq.restartTriggers == daemon.reloadTriggers;
     "full: dnsmasq is bound to the daemon" = {
       actual = {
         inherit (dnsmasq) bindsTo partOf wantedBy;
