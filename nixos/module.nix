@@ -635,18 +635,11 @@ in
             "${lib.getExe cfg.package} dnsmasq-config --config ${configPath} --out ${dnsmasqConf}"
             "${lib.getExe' pkgs.dnsmasq "dnsmasq"} --test --conf-file=${dnsmasqConf}"
           ];
-          # Foreground, logging to the journal, no pid file, no lease file
-          # (proxy-DHCP hands out no leases). Started as the unprivileged
+          # The rendered config already says: no DNS, no lease file, no pid
+          # file, log to stderr (the journal). Started as the unprivileged
           # dynamic user with just the capabilities below, dnsmasq never
           # changes user.
-          ExecStart = lib.concatStringsSep " " [
-            (lib.getExe' pkgs.dnsmasq "dnsmasq")
-            "--keep-in-foreground"
-            "--log-facility=-"
-            "--pid-file"
-            "--leasefile-ro"
-            "--conf-file=${dnsmasqConf}"
-          ];
+          ExecStart = "${lib.getExe' pkgs.dnsmasq "dnsmasq"} --keep-in-foreground --conf-file=${dnsmasqConf}";
           Restart = "on-failure";
           RestartSec = "2s";
           CapabilityBoundingSet = dnsmasqCapabilities;
