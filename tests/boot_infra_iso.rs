@@ -152,7 +152,12 @@ fn prepare_bakes_the_mode_file_and_keeps_uuid_and_boot_image() {
     );
 
     let output = dir.path().join("prepared.iso");
-    iso::prepare(&input, &output, &params(true, false)).unwrap();
+    let prepared = iso::prepare(&input, &output, &params(true, false)).unwrap();
+    assert_eq!(prepared.volume_uuid, UUID);
+    let sha = Command::new("sha256sum").arg(&output).output().unwrap();
+    let sha = String::from_utf8(sha.stdout).unwrap();
+    assert_eq!(prepared.sha256, sha.split_whitespace().next().unwrap());
+    assert_eq!(iso::sha256_file(&output).unwrap(), prepared.sha256);
 
     let toml = extract_file(
         &output,

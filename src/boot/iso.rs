@@ -234,9 +234,40 @@ impl Drop for TempGuard {
     }
 }
 
+/// What [`prepare`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedIso {
+    /// The volume UUID, kept from the source ISO.
+    pub volume_uuid: String,
+    /// SHA-256 of the prepared ISO, lower-case hex (what `/pxe-init` checks
+    /// through `pxe.iso_sha256=`).
+    pub sha256: String,
+}
+
+/// SHA-256 of a file, lower-case hex, read in chunks (never whole into
+/// memory).
+pub fn sha256_file(path: &Path) -> Result<String, IsoError> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Writes `out_iso`: a copy of `in_iso` with `/auto-installer-mode.toml`
 /// for `params`, keeping the source's volume UUID and boot equipment.
-pub fn prepare(in_iso: &Path, out_iso: &Path, params: &ModeParams) -> Result<(), IsoError> {
+pub fn prepare(
+    in_iso: &Path,
+    out_iso: &Path,
+    params: &ModeParams,
+) -> Result<PreparedIso, IsoError> {
     let toml = mode_file(params)?;
     let uuid = volume_uuid(in_iso)?;
 
@@ -263,15 +294,22 @@ pub fn prepare(in_iso: &Path, out_iso: &Path, params: &ModeParams) -> Result<(),
             MODE_FILE_ISO_PATH.as_ref(),
         ],
     )?;
+    let sha256 = sha256_file(&tmp_iso)?;
     std::fs::rename(&tmp_iso, out_iso).map_err(io_err(out_iso))?;
     iso_guard.0 = None;
-    tracing::info!(iso = %out_iso.display(), volume_uuid = %uuid, "prepared installer iso");
-    Ok(())
+    tracing::info!(iso = %out_iso.display(), volume_uuid = %uuid, sha256 = %sha256, "prepared installer iso");
+    Ok(PreparedIso {
+        volume_uuid: uuid,
+        sha256,
+    })
 }
 
 /// Creates `path` readable by its owner only (it may hold the token).
 fn write_private(path: &Path, data: &[u8]) -> Result<(), IsoError> {
     use std::os::unix::fs::OpenOptionsExt;
+    // A leftover from a crashed run with the same pid would block
+    // `create_new`.
+    let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
