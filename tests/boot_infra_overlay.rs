@@ -17,10 +17,14 @@ fn overlay_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("overlay")
 }
 
+/// The path of a tool, from PATH or Debian's directories.
 fn tool(name: &str) -> String {
-    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(std::path::PathBuf::from));
+    for dir in dirs {
+        let p = dir.join(name);
+        if p.is_file() {
             return p.display().to_string();
         }
     }
@@ -222,8 +226,13 @@ fn dry_run(cmdline: &str, busybox_only: bool) -> DryRun {
         c.arg("sh").arg(&script).env("PXE_INIT_PATH", &bin);
         c
     } else {
+        // The script's own PATH is Debian's; hand it ours so the same test
+        // runs where tools live elsewhere (a Nix build).
         let mut c = Command::new("sh");
-        c.arg(&script);
+        c.arg(&script).env(
+            "PXE_INIT_PATH",
+            std::env::var_os("PATH").unwrap_or_default(),
+        );
         c
     };
     let out = cmd
