@@ -371,7 +371,7 @@ fn dry_run_rejects_a_bad_command_line_clearly() {
             "pxe-init: giving up: pxe.iso_sha256= is not hexadecimal",
         ),
     ] {
-        let run = dry_run(&cmdline, true);
+        let run = dry_run(&cmdline, false);
         assert!(!run.ok, "{cmdline}: {}", run.output);
         assert!(run.output.contains(message), "{cmdline}: {}", run.output);
     }
