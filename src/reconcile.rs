@@ -78,6 +78,19 @@ impl Deadlines {
     }
 }
 
+impl From<&crate::settings::DeadlineSettings> for Deadlines {
+    fn from(s: &crate::settings::DeadlineSettings) -> Self {
+        Deadlines {
+            pxe_ready: s.pxe_ready,
+            pxe_booted: s.pxe_booted,
+            installing: s.installing,
+            installed: s.installed,
+            first_boot: s.first_boot,
+            joining: s.joining,
+        }
+    }
+}
+
 /// What the missed deadline of each state means, for the failure reason.
 fn waiting_for(state: HostState) -> &'static str {
     match state {

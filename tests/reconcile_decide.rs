@@ -240,3 +240,9 @@ fn configured_deadlines_are_used() {
     assert_eq!(d.expires_at(S::Installing, T0), Some(T0 + 90_000));
     assert_eq!(d.expires_at(S::Ready, T0), None);
 }
+
+#[test]
+fn defaults_match_the_settings_defaults() {
+    let from_settings = Deadlines::from(&provisioning::settings::DeadlineSettings::default());
+    assert_eq!(from_settings, Deadlines::default());
+}

@@ -507,6 +507,45 @@ fn a_write_that_fails_midway_changes_nothing() {
 }
 
 #[test]
+fn serve_answer_mints_the_token_once() {
+    let (s, now) = store();
+    let op = armed(&s);
+    s.apply("pve-01", op, E::IpxeServed, "ipxe").unwrap();
+    now.store(4_000, Ordering::SeqCst);
+    let upd = OperationUpdate {
+        dmi_uuid: Some("uuid-1".into()),
+        ..Default::default()
+    };
+    let t = s
+        .serve_answer("pve-01", op, [7; 32], upd.clone(), "answer")
+        .unwrap();
+    assert_eq!((t.event, t.to), (E::AnswerServed, S::Installing));
+    assert_eq!(s.token_hash(op).unwrap(), Some([7; 32]));
+    let o = s.operation(op).unwrap().unwrap();
+    assert_eq!(
+        (o.answer_served_ms, o.dmi_uuid.as_deref()),
+        (Some(4_000), Some("uuid-1"))
+    );
+    // A second answer for the same rebuild is refused and changes nothing.
+    let before = dump(&s, "pve-01");
+    let e = s
+        .serve_answer("pve-01", op, [8; 32], upd, "again")
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::NotAllowed {
+                state: S::Installing,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(dump(&s, "pve-01"), before);
+    assert_eq!(s.token_hash(op).unwrap(), Some([7; 32]));
+}
+
+#[test]
 fn notes_are_kept_in_order_and_need_a_host() {
     let (s, now) = store();
     s.ensure_host("pve-01", MAC).unwrap();

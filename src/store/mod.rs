@@ -789,15 +789,7 @@ impl Store {
         cause: &str,
         now_ms: i64,
     ) -> Result<TransitionRecord> {
-        self.apply_with_at(
-            name,
-            operation,
-            event,
-            cause,
-            None,
-            OperationUpdate::default(),
-            now_ms,
-        )
+        self.apply_with_at(name, operation, event, cause, Extra::default(), now_ms)
     }
 
     /// [`Store::apply`] plus facts learned with the event (the pinned SSH
@@ -811,7 +803,42 @@ impl Store {
         cause: &str,
         update: OperationUpdate,
     ) -> Result<TransitionRecord> {
-        self.apply_with_at(name, operation, event, cause, None, update, self.now_ms())
+        let extra = Extra {
+            update,
+            ..Extra::default()
+        };
+        self.apply_with_at(name, operation, event, cause, extra, self.now_ms())
+    }
+
+    /// The answer file is being served: applies `AnswerServed` (allowed
+    /// once per rebuild, from `pxe_ready` or `pxe_booted`), marks the
+    /// answer served, records `update` (the DMI UUID) and replaces the
+    /// rebuild's token hash with `token_hash`, all in one transaction.
+    ///
+    /// The token text goes into the answer (webhook and first-boot URLs),
+    /// and the store keeps only hashes, so the handler mints the token
+    /// here, at the one moment it can hand it out.
+    pub fn serve_answer(
+        &self,
+        name: &str,
+        operation: i64,
+        token_hash: [u8; 32],
+        update: OperationUpdate,
+        cause: &str,
+    ) -> Result<TransitionRecord> {
+        let extra = Extra {
+            update,
+            token_hash: Some(token_hash),
+            ..Extra::default()
+        };
+        self.apply_with_at(
+            name,
+            operation,
+            EventKind::AnswerServed,
+            cause,
+            extra,
+            self.now_ms(),
+        )
     }
 
     /// Fails the host's rebuild for a missed deadline, but only if it is
@@ -825,32 +852,31 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<Option<TransitionRecord>> {
-        match self.apply_with_at(
-            name,
-            operation,
-            EventKind::Fail,
-            reason,
-            Some(state),
-            OperationUpdate::default(),
-            now_ms,
-        ) {
+        let extra = Extra {
+            expect_state: Some(state),
+            ..Extra::default()
+        };
+        match self.apply_with_at(name, operation, EventKind::Fail, reason, extra, now_ms) {
             Ok(t) => Ok(Some(t)),
             Err(e) if e.is_conflict() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn apply_with_at(
         &self,
         name: &str,
         operation: i64,
         event: EventKind,
         cause: &str,
-        expect_state: Option<HostState>,
-        update: OperationUpdate,
+        extra: Extra,
         now_ms: i64,
     ) -> Result<TransitionRecord> {
+        let Extra {
+            expect_state,
+            update,
+            token_hash,
+        } = extra;
         self.write(|tx, events| {
             let host =
                 load_host(tx, name)?.ok_or_else(|| StoreError::UnknownHost(name.to_string()))?;
@@ -866,6 +892,12 @@ impl Store {
             let to =
                 crate::state::next(host.state, event).ok_or_else(|| not_allowed(&host, event))?;
             update_operation_in(tx, operation, &update)?;
+            if let Some(hash) = token_hash {
+                tx.execute(
+                    "UPDATE operations SET token_hash = ?2 WHERE id = ?1",
+                    params![operation, &hash[..]],
+                )?;
+            }
             match event {
                 EventKind::Completed => {
                     end_operation(tx, operation, Outcome::Ready, None, now_ms)?;
@@ -1152,6 +1184,16 @@ impl Store {
         })
         .collect()
     }
+}
+
+/// What a transition may carry besides the event.
+#[derive(Default)]
+struct Extra {
+    /// Refuse (as not allowed) unless the host is in this state.
+    expect_state: Option<HostState>,
+    update: OperationUpdate,
+    /// Replace the operation's token hash.
+    token_hash: Option<[u8; 32]>,
 }
 
 /// Fails unless operation `id` exists and is open.
