@@ -4,7 +4,9 @@
 {
   lib,
   rustPlatform,
+  busybox,
   cmake,
+  cpio,
   curl,
   shellcheck,
   xorriso,
@@ -14,9 +16,9 @@ let
   cargoToml = lib.importTOML ../Cargo.toml;
 
   # The test suite runs in the build, except what the sandbox cannot give:
-  # root (network namespaces), a system sshd, or tools at Debian's paths
-  # (/usr/bin, /usr/sbin). CI runs all of it (`.ci/run`), and the NixOS VM
-  # tests (`vm-tests/`) cover the same scenarios on machines with Nix.
+  # root (network namespaces), a system sshd, or files at Debian's paths
+  # (/usr/sbin/dnsmasq, /usr/lib/ipxe). CI runs all of it (`.ci/run`), and
+  # the NixOS VM tests (`vm-tests/`) cover the same scenarios with Nix.
   #
   # Whole files, left out of the build source so cargo never compiles them
   # (top level of tests/; keep in step with its file names):
@@ -29,11 +31,7 @@ let
   # Single tests in files that otherwise run (`--skip` matches substrings):
   sandboxUnfitTestNames = [
     "real_dnsmasq_answers_declared_macs_in_a_namespace" # root, namespaces
-    "real_dnsmasq_accepts_the_rendered_configs" # /usr/sbin/dnsmasq
-    "debian_cpio_lists_exactly_pxe_init" # /usr/bin/cpio
-    "debian_cpio_shows_mode_0755_root_owned" # /usr/bin/cpio
-    "pxe_init_passes_shellcheck" # /usr/bin/shellcheck
-    "dry_run_busybox_only_" # /usr/bin/busybox (three tests)
+    "real_dnsmasq_accepts_the_rendered_configs" # /usr/sbin/dnsmasq, /usr/lib/ipxe
   ];
 
   testsDir = ../tests;
@@ -83,9 +81,12 @@ rustPlatform.buildRustPackage {
   nativeBuildInputs = [ cmake ];
   dontUseCmakeConfigure = true;
 
-  # Tools the remaining tests find on PATH: curl for the pxe-init dry runs,
-  # shellcheck for the first-boot script, xorriso and zstd for the ISO tests.
+  # Tools the tests find on PATH: busybox and curl for the pxe-init dry runs,
+  # cpio to list the overlay archive, shellcheck for the shell scripts we
+  # ship, xorriso and zstd for the ISO tests.
   nativeCheckInputs = [
+    busybox
+    cpio
     curl
     shellcheck
     xorriso
