@@ -73,7 +73,7 @@
     };
 
   testScript = ''
-    ${builtins.readFile ./lib/status.py}
+    ${builtins.readFile ../nix/vm-test-status.py}
 
     server.wait_for_unit("provisioning.service")
     server.wait_for_unit("provisioning-dnsmasq.service")

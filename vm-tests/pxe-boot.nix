@@ -162,7 +162,7 @@ in
     };
 
   testScript = ''
-    ${builtins.readFile ./lib/status.py}
+    ${builtins.readFile ../nix/vm-test-status.py}
 
     start_all()
     router.wait_for_unit("dnsmasq.service")

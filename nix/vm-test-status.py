@@ -1,5 +1,5 @@
-# Helpers shared by the VM tests' scripts: host states through
-# `provisioning status --json` on the node `server`.
+# Helpers shared by the NixOS VM tests (vm-tests/*.nix) for their scripts:
+# host states through `provisioning status --json` on the node `server`.
 import json
 
 
