@@ -64,6 +64,13 @@ let
       what = "the root password of the existing cluster node, given to `pvecm add` on stdin";
     }
     {
+      option = "answerTokenFile";
+      credential = "answer-token";
+      section = "proxmox";
+      key = "answer_token_file";
+      what = "the token the installer presents when it fetches its answer file (the ISO is prepared with it)";
+    }
+    {
       option = "infrastructureTokenFile";
       credential = "infrastructure-token";
       section = "infrastructure";

@@ -178,6 +178,7 @@ let
     rootPasswordHashFile = "/run/secrets/root-hash";
     joinPasswordFile = "/run/secrets/join";
     infrastructureTokenFile = "/run/secrets/infra";
+    answerTokenFile = "/run/secrets/answer";
     settings = {
       pxe = {
         enable = true;
@@ -262,6 +263,7 @@ let
           existing_node = "10.0.0.10";
           join_fingerprint = "AB:CD";
           join_password_file = "/run/credentials/provisioning.service/join-password";
+          answer_token_file = "/run/credentials/provisioning.service/answer-token";
         };
         answer.root_password_hash_file = "/run/credentials/provisioning.service/root-password-hash";
         infrastructure = {
@@ -296,6 +298,7 @@ let
       expected = [
         "root-password-hash:/run/secrets/root-hash"
         "join-password:/run/secrets/join"
+        "answer-token:/run/secrets/answer"
         "infrastructure-token:/run/secrets/infra"
       ];
     };
