@@ -19,6 +19,46 @@ let
       mac = "58:47:ca:71:02:1e";
     };
 
+    # The daemon's own schema (hosts.d/example.kdl), everything optional set.
+    # This case, `minimal` and `schema-filter` decode without a diagnostic in
+    # the daemon's KDL decoder (checked when they were written).
+    schema = kdl.file "pve-example-02" {
+      mac = "02-00-00-00-00-02";
+      server-type = "minisforum-ms-01";
+      rebuild = 0;
+      wake-on-lan = true;
+      network = {
+        cidr = "192.168.1.22/24";
+        gateway = "192.168.1.1";
+        dns = [
+          "192.168.1.1"
+          "9.9.9.9"
+        ];
+      };
+      disk = {
+        filesystem = "zfs";
+        disks = [
+          "nvme0n1"
+          "nvme1n1"
+        ];
+        raid = "raid1";
+        ashift = 12;
+        hdsize = 200;
+      };
+    };
+
+    # Disks chosen by udev properties: `filter` holds one node per property.
+    schema-filter = kdl.file "pve-example-03" {
+      mac = "02:00:00:00:00:03";
+      server-type = "generic-ext4";
+      rebuild = 0;
+      disk = {
+        filter.ID_MODEL = "Samsung*";
+        filter-match = "any";
+        swapsize = 8;
+      };
+    };
+
     # Every value shape: nested children, several arguments, properties,
     # repeated nodes, booleans, floats, negative numbers; null and [] vanish.
     shapes = kdl.file "pve-02" {
