@@ -31,7 +31,8 @@ let
     ;
 
   kdl = import ./hosts-to-kdl.nix;
-  settingsFormat = pkgs.formats.yaml { };
+  # YAML 1.2, as the daemon's parser reads it (no `yes`/`no` booleans).
+  settingsFormat = pkgs.formats.yaml_1_2 { };
 
   # Where the daemon and the tools find the settings. A stable path (not the
   # store path) lets a settings change be a reload instead of a restart.

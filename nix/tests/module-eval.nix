@@ -48,7 +48,7 @@ let
       inherit name script;
       outPath = storePath name script;
     };
-    formats.yaml = _: {
+    formats.yaml_1_2 = _: {
       # The shape of nixpkgs' YAML value type.
       type =
         let
