@@ -747,4 +747,9 @@ fn database_files_are_private_and_wal() {
     let wal = state.join(format!("{}-wal", provisioning::store::DB_FILE_NAME));
     assert!(wal.exists(), "WAL mode: {} missing", wal.display());
     assert_eq!(mode(&wal), 0o600);
+    drop(s);
+    // A database file that became readable by others is tightened on open.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _s = Store::open_in_dir(&state).unwrap();
+    assert_eq!(mode(&db), 0o600);
 }

@@ -544,7 +544,7 @@ fn not_allowed(host: &HostRecord, event: EventKind) -> StoreError {
 /// directory (0700) and the file if needed, before SQLite touches it: SQLite
 /// gives its `-wal` and `-shm` files the database file's permissions.
 fn create_private_file(path: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let io = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -556,12 +556,19 @@ fn create_private_file(path: &Path) -> Result<()> {
             .create(dir)
             .map_err(io)?;
     }
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)
         .map_err(io)?;
+    // A file made earlier by other means (a copy, a restore) is tightened:
+    // it holds private keys.
+    let mode = file.metadata().map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(io)?;
+    }
     Ok(())
 }
 
