@@ -109,33 +109,12 @@ pub enum AnswerError {
 pub struct PasswordHash(String);
 
 impl PasswordHash {
+    /// Accepts what [`crate::secrets::validate_crypt_hash`] accepts (one
+    /// rule for the credential file and the answer), without a trailing newline.
     pub fn parse(s: &str) -> Result<PasswordHash, AnswerError> {
-        let s = s.trim();
-        let crypt_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/');
-        let ok = |rest: &str, min_fields: usize| {
-            // `<params…>$<salt>$<hash>`: every field non-empty crypt64 (or
-            // `rounds=N` for sha-crypt).
-            let fields: Vec<&str> = rest.split('$').collect();
-            fields.len() >= min_fields
-                && fields
-                    .iter()
-                    .all(|f| !f.is_empty() && f.bytes().all(|b| crypt_char(b) || b == b'='))
-                && fields
-                    .last()
-                    .is_some_and(|h| h.len() >= 20 && h.bytes().all(crypt_char))
-        };
-        let valid = if let Some(rest) = s.strip_prefix("$6$").or_else(|| s.strip_prefix("$5$")) {
-            ok(rest, 2)
-        } else if let Some(rest) = s.strip_prefix("$y$") {
-            ok(rest, 3)
-        } else {
-            false
-        };
-        if valid {
-            Ok(PasswordHash(s.to_owned()))
-        } else {
-            Err(AnswerError::PasswordHash)
-        }
+        let s = s.trim_end_matches(['\n', '\r']);
+        crate::secrets::validate_crypt_hash(s).map_err(|_| AnswerError::PasswordHash)?;
+        Ok(PasswordHash(s.to_owned()))
     }
 
     /// The crypt string, for writing into the answer.
