@@ -10,6 +10,7 @@
 //! (Wake-on-LAN, the dnsmasq host list).
 
 use crate::decl::{Host, HostName, Snapshot};
+use crate::secrets::{EphemeralKey, SecretsError, Token, ephemeral_key_comment};
 use crate::state::HostState;
 use crate::store::{HostRecord, NewRebuild, OpenOperation, Store, StoreError, TransitionRecord};
 use serde::Serialize;
@@ -230,6 +231,19 @@ impl Reconciler {
         now_ms: i64,
         new_secrets: &dyn Fn(&Host, u64) -> NewRebuild,
     ) -> Result<Vec<Applied>, StoreError> {
+        self.try_reconcile_all(snapshot, store, now_ms, &|h, g| Ok(new_secrets(h, g)))
+    }
+
+    /// [`Reconciler::reconcile_all`] with secret generation that can fail
+    /// (the OS RNG, see [`fresh_secrets`]): a host whose secrets cannot be
+    /// made is logged and skipped, and its rebuild starts on a later pass.
+    pub fn try_reconcile_all(
+        &self,
+        snapshot: &Snapshot,
+        store: &Store,
+        now_ms: i64,
+        new_secrets: SecretsFn<'_>,
+    ) -> Result<Vec<Applied>, StoreError> {
         let observed: BTreeMap<String, HostRecord> = store
             .all_hosts()?
             .into_iter()
@@ -270,7 +284,7 @@ impl Reconciler {
         snapshot: &Snapshot,
         store: &Store,
         now_ms: i64,
-        new_secrets: &dyn Fn(&Host, u64) -> NewRebuild,
+        new_secrets: SecretsFn<'_>,
     ) -> Result<Vec<Applied>, StoreError> {
         let desired = HostName::parse(name)
             .ok()
@@ -298,7 +312,7 @@ impl Reconciler {
         mut observed: Option<HostRecord>,
         store: &Store,
         now_ms: i64,
-        new_secrets: &dyn Fn(&Host, u64) -> NewRebuild,
+        new_secrets: SecretsFn<'_>,
         applied: &mut Vec<Applied>,
     ) {
         for _ in 0..MAX_STEPS_PER_HOST {
@@ -318,14 +332,19 @@ impl Reconciler {
                 // The host moved on before its deadline check could fail it.
                 Ok(None) if matches!(action, Action::Fail { .. }) => return,
                 Ok(transition) => {
-                    tracing::info!(host = %name, action = ?action, "reconciled");
+                    match (&action, &transition) {
+                        (Action::StartRebuild { generation, .. }, Some(t)) => tracing::info!(
+                            host = %name, generation, operation = ?t.operation, "rebuild started"
+                        ),
+                        _ => tracing::info!(host = %name, action = ?action, "reconciled"),
+                    }
                     applied.push(Applied {
                         host: name.to_string(),
                         action,
                         transition,
                     });
                 }
-                Err(e) if e.is_conflict() => {
+                Err(StepError::Store(e)) if e.is_conflict() => {
                     // Someone moved the host since we read it; the next pass
                     // decides again from what is there then.
                     tracing::debug!(host = %name, error = %e, "reconcile conflict");
@@ -356,29 +375,52 @@ impl Reconciler {
         action: &Action,
         store: &Store,
         now_ms: i64,
-        new_secrets: &dyn Fn(&Host, u64) -> NewRebuild,
-    ) -> Result<Option<TransitionRecord>, StoreError> {
-        match (action, desired, observed) {
+        new_secrets: SecretsFn<'_>,
+    ) -> Result<Option<TransitionRecord>, StepError> {
+        Ok(match (action, desired, observed) {
             (Action::EnsureHost, Some(host), _) => {
                 store.ensure_host_at(name, &host.mac.to_string(), now_ms)?;
-                Ok(None)
+                None
             }
             (Action::StartRebuild { generation, .. }, Some(host), Some(rec)) => {
                 let cause = format!(
                     "rebuild {generation} requested (last acted on: {})",
                     rec.observed_generation
                 );
-                let secrets = new_secrets(host, *generation);
-                store
-                    .start_rebuild_at(name, *generation, secrets, &cause, now_ms)
-                    .map(Some)
+                let secrets = new_secrets(host, *generation)?;
+                Some(store.start_rebuild_at(name, *generation, secrets, &cause, now_ms)?)
             }
-            (Action::Retire, _, _) => store.retire_at(name, "declaration removed", now_ms),
+            (Action::Retire, _, _) => store.retire_at(name, "declaration removed", now_ms)?,
             (Action::Fail { operation, reason }, _, Some(rec)) => {
-                store.fail_if_still(name, *operation, rec.state, reason, now_ms)
+                store.fail_if_still(name, *operation, rec.state, reason, now_ms)?
             }
             // `decide` never returns these combinations.
-            _ => Ok(None),
-        }
+            _ => None,
+        })
     }
+}
+
+/// Makes the secrets of a new rebuild with fallible generation.
+pub type SecretsFn<'a> = &'a dyn Fn(&Host, u64) -> Result<NewRebuild, SecretsError>;
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("generating rebuild secrets: {0}")]
+    Secrets(#[from] SecretsError),
+}
+
+/// Fresh secrets for rebuild `generation` of `host`: an ed25519 key pair
+/// (comment [`crate::secrets::ephemeral_key_comment`]) and the hash of a
+/// random token. The token text is dropped on purpose: the machine gets
+/// its token with the answer file, minted by the answer handler through
+/// [`Store::serve_answer`]; this hash only makes sure no token works before.
+pub fn fresh_secrets(host: &Host, generation: u64) -> Result<NewRebuild, SecretsError> {
+    let key = EphemeralKey::generate(&ephemeral_key_comment(host.name.as_str(), generation))?;
+    Ok(NewRebuild {
+        token_hash: Token::generate()?.hash(),
+        public_key: key.public_openssh().to_string(),
+        private_key: key.private_openssh().expose().to_string(),
+    })
 }
