@@ -1,0 +1,804 @@
+//! Decodes one `hosts.d/*.kdl` file (KDL 2.0) into host and server-type
+//! declarations, reporting every problem with its line and column.
+//!
+//! The `kdl` crate gives us a document with byte spans; this module is the
+//! span-aware decoder on top of it: it knows the grammar (which nodes, which
+//! children, which value types) and turns each violation into a
+//! [`Diagnostic`] at the exact node or value. It checks one file alone and
+//! never looks at other files (uniqueness across files is the loader's job).
+//! It must never panic, whatever the input.
+
+use super::source::SourceText;
+use super::{
+    At, DeclaredHost, DeclaredServerType, Diagnostic, DiskField, DiskSelection, DiskSpec,
+    FileDecls, Filesystem, Host, HostName, RaidLevel, ServerType, SourceLoc, StaticNetwork,
+};
+use crate::mac::MacAddr;
+use ::kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+const TOP_NODES: &[&str] = &["host", "server-type"];
+const HOST_CHILDREN: &[&str] = &[
+    "mac",
+    "server-type",
+    "rebuild",
+    "wake-on-lan",
+    "network",
+    "disk",
+];
+const SERVER_TYPE_CHILDREN: &[&str] =
+    &["display-name", "boot-disk", "management-nic", "gpu", "disk"];
+const NETWORK_CHILDREN: &[&str] = &["cidr", "gateway", "dns"];
+const DISK_CHILDREN: &[&str] = &[
+    "filesystem",
+    "disks",
+    "filter",
+    "filter-match",
+    "raid",
+    "ashift",
+    "hdsize",
+    "swapsize",
+];
+
+/// Decodes one KDL file. Syntax errors, unknown nodes and bad values all end
+/// up in [`FileDecls::diagnostics`]; a host or server type with any error is
+/// left out of the result.
+pub fn parse_kdl(path: &Path, text: &str) -> FileDecls {
+    let src = SourceText::new(path, text);
+    let mut dec = Decoder {
+        src: &src,
+        diags: Vec::new(),
+        out: FileDecls::default(),
+    };
+    // The kdl crate is not ours: a panic inside it must not take the daemon
+    // down, so it becomes a diagnostic like any syntax error.
+    match std::panic::catch_unwind(|| KdlDocument::parse(text)) {
+        Ok(Ok(doc)) => dec.document(&doc),
+        Ok(Err(err)) => {
+            for d in &err.diagnostics {
+                let mut msg = sentence(d.message.as_deref().unwrap_or("syntax error"));
+                let rest = text.get(d.span.offset()..).unwrap_or("");
+                if ["true", "false", "null"]
+                    .iter()
+                    .any(|w| rest.starts_with(w))
+                {
+                    msg.push_str(" (KDL 2 writes #true, #false and #null)");
+                }
+                if let Some(help) = &d.help {
+                    msg.push_str(&format!(" (help: {})", sentence(help)));
+                }
+                dec.diags.push(src.error(d.span.offset(), msg));
+            }
+            if err.diagnostics.is_empty() {
+                dec.diags.push(src.error(0, "invalid KDL document"));
+            }
+        }
+        Err(_) => dec
+            .diags
+            .push(src.error(0, "the KDL parser failed on this file")),
+    }
+    let mut out = dec.out;
+    out.diagnostics = dec.diags;
+    out.diagnostics.sort_by_key(|a| (a.line, a.column));
+    out
+}
+
+/// Lower-cases the first letter and drops a trailing period (our message style).
+fn sentence(s: &str) -> String {
+    let s = s.trim().trim_end_matches('.');
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn describe(v: &KdlValue) -> String {
+    match v {
+        KdlValue::String(s) => format!("string {:?}", s.chars().take(40).collect::<String>()),
+        KdlValue::Integer(i) => format!("integer {i}"),
+        KdlValue::Float(f) => format!("number {f}"),
+        KdlValue::Bool(b) => format!("#{b}"),
+        KdlValue::Null => "#null".to_string(),
+    }
+}
+
+fn expected_list(known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+struct Decoder<'a> {
+    src: &'a SourceText<'a>,
+    diags: Vec<Diagnostic>,
+    out: FileDecls,
+}
+
+/// A child node seen in a block, for duplicate detection.
+type Seen<'n> = HashMap<&'n str, usize>;
+
+impl<'a> Decoder<'a> {
+    fn err(&mut self, offset: usize, msg: impl Into<String>) {
+        self.diags.push(self.src.error(offset, msg));
+    }
+
+    fn at(&self, offset: usize) -> At {
+        let (line, column) = self.src.line_col(offset);
+        At {
+            line,
+            column,
+            snippet: self.src.line_text(line),
+        }
+    }
+
+    fn loc(&self, offset: usize) -> SourceLoc {
+        let (line, column) = self.src.line_col(offset);
+        SourceLoc {
+            file: self.src.path.to_path_buf(),
+            line,
+            column,
+        }
+    }
+
+    fn document(&mut self, doc: &KdlDocument) {
+        for node in doc.nodes() {
+            match node.name().value() {
+                "host" => self.host(node),
+                "server-type" => self.server_type(node),
+                other => self.unknown(node, other, "at the top level", TOP_NODES),
+            }
+        }
+    }
+
+    fn unknown(&mut self, node: &KdlNode, name: &str, place: &str, known: &[&str]) {
+        let shown: String = name.chars().take(64).collect();
+        let mut msg = format!("unknown node `{shown}` {place}");
+        if let Some(s) = super::did_you_mean(name, known) {
+            msg.push_str(&format!(" (did you mean `{s}`?)"));
+        }
+        msg.push_str(&format!("; expected one of {}", expected_list(known)));
+        self.err(node.name().span().offset(), msg);
+    }
+
+    /// Reports a second occurrence of a child node. Returns false for a duplicate.
+    fn first_time<'n>(&mut self, seen: &mut Seen<'n>, node: &'n KdlNode) -> bool {
+        let name = node.name().value();
+        let offset = node.name().span().offset();
+        if let Some(&first) = seen.get(name) {
+            let (l, c) = self.src.line_col(first);
+            self.err(
+                offset,
+                format!("duplicate `{name}` (first given at line {l}, column {c})"),
+            );
+            false
+        } else {
+            seen.insert(name, offset);
+            true
+        }
+    }
+
+    /// The plain arguments of a node; reports properties, type annotations
+    /// and (unless `block` is allowed) a children block. None after an error.
+    fn args<'n>(&mut self, node: &'n KdlNode, block: bool) -> Option<Vec<&'n KdlEntry>> {
+        let name = node.name().value();
+        let mut ok = true;
+        if node.ty().is_some() {
+            self.err(
+                node.span().offset(),
+                format!("type annotations are not supported on `{name}`"),
+            );
+            ok = false;
+        }
+        let mut args = Vec::new();
+        for e in node.entries() {
+            if let Some(prop) = e.name() {
+                let shown: String = prop.value().chars().take(64).collect();
+                self.err(
+                    e.span().offset(),
+                    format!("`{name}` takes no properties (found `{shown}=`)"),
+                );
+                ok = false;
+            } else if e.ty().is_some() {
+                self.err(
+                    e.span().offset(),
+                    format!("type annotations are not supported on values of `{name}`"),
+                );
+                ok = false;
+            } else {
+                args.push(e);
+            }
+        }
+        if !block && let Some(children) = node.children() {
+            self.err(
+                children.span().offset(),
+                format!("`{name}` takes no children block"),
+            );
+            ok = false;
+        }
+        ok.then_some(args)
+    }
+
+    /// The single argument of `name value`.
+    fn single<'n>(&mut self, node: &'n KdlNode, block: bool) -> Option<&'n KdlEntry> {
+        let name = node.name().value();
+        let args = self.args(node, block)?;
+        match args.as_slice() {
+            [one] => Some(*one),
+            [] => {
+                self.err(
+                    node.name().span().offset(),
+                    format!("`{name}` needs a value"),
+                );
+                None
+            }
+            [_, second, ..] => {
+                self.err(
+                    second.span().offset(),
+                    format!("`{name}` takes one value, found {}", args.len()),
+                );
+                None
+            }
+        }
+    }
+
+    fn string<'n>(&mut self, node: &KdlNode, e: &'n KdlEntry) -> Option<&'n str> {
+        match e.value() {
+            KdlValue::String(s) => Some(s),
+            other => {
+                self.err(
+                    e.span().offset(),
+                    format!(
+                        "`{}` must be a string, found {}",
+                        node.name().value(),
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn single_string<'n>(&mut self, node: &'n KdlNode) -> Option<(&'n str, usize)> {
+        let e = self.single(node, false)?;
+        let s = self.string(node, e)?;
+        Some((s, e.span().offset()))
+    }
+
+    /// `name value` where the value passes `check`, reported at the value.
+    fn checked_string<T>(
+        &mut self,
+        node: &KdlNode,
+        check: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let (s, offset) = self.single_string(node)?;
+        match check(s) {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                self.err(offset, msg);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, node: &KdlNode, min: u64, max: u64) -> Option<u64> {
+        let e = self.single(node, false)?;
+        let name = node.name().value();
+        match e.value() {
+            KdlValue::Integer(i) if *i >= i128::from(min) && *i <= i128::from(max) => {
+                u64::try_from(*i).ok()
+            }
+            other => {
+                let range = if max == u64::MAX {
+                    format!("{min} or more")
+                } else {
+                    format!("from {min} to {max}")
+                };
+                self.err(
+                    e.span().offset(),
+                    format!(
+                        "`{name}` must be a whole number {range}, found {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A size in GB: a positive number (integer or decimal).
+    fn size(&mut self, node: &KdlNode, allow_zero: bool) -> Option<f64> {
+        let e = self.single(node, false)?;
+        let v = match e.value() {
+            KdlValue::Integer(i) => Some(*i as f64),
+            KdlValue::Float(f) => Some(*f),
+            _ => None,
+        };
+        match v {
+            Some(v) if v.is_finite() && (v > 0.0 || (allow_zero && v == 0.0)) && v < 1.0e9 => {
+                Some(v)
+            }
+            _ => {
+                let what = if allow_zero {
+                    "zero or more"
+                } else {
+                    "more than zero"
+                };
+                self.err(
+                    e.span().offset(),
+                    format!(
+                        "`{}` must be a size in GB ({what}), found {}",
+                        node.name().value(),
+                        describe(e.value())
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A flag: bare `name`, or `name #true` / `name #false`.
+    fn flag(&mut self, node: &KdlNode) -> Option<bool> {
+        let args = self.args(node, false)?;
+        match args.as_slice() {
+            [] => Some(true),
+            [one] => match one.value() {
+                KdlValue::Bool(b) => Some(*b),
+                other => {
+                    self.err(
+                        one.span().offset(),
+                        format!(
+                            "`{}` must be #true or #false, found {}",
+                            node.name().value(),
+                            describe(other)
+                        ),
+                    );
+                    None
+                }
+            },
+            [_, second, ..] => {
+                self.err(
+                    second.span().offset(),
+                    format!("`{}` takes at most one value", node.name().value()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A node that only holds a children block (`network { … }`).
+    fn block<'n>(&mut self, node: &'n KdlNode) -> Option<&'n KdlDocument> {
+        let args = self.args(node, true)?;
+        let name = node.name().value();
+        if let Some(first) = args.first() {
+            self.err(first.span().offset(), format!("`{name}` takes no values"));
+            return None;
+        }
+        match node.children() {
+            Some(c) => Some(c),
+            None => {
+                self.err(
+                    node.name().span().offset(),
+                    format!("`{name}` needs a children block {{ … }}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The quoted name of `host "name" { … }` / `server-type "key" { … }`.
+    fn declared_name<'n>(&mut self, node: &'n KdlNode) -> Option<(&'n str, usize)> {
+        let e = self.single(node, true)?;
+        match e.value() {
+            KdlValue::String(s) => Some((s, e.span().offset())),
+            other => {
+                self.err(
+                    e.span().offset(),
+                    format!(
+                        "`{}` needs its name as a quoted string, found {}",
+                        node.name().value(),
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn host(&mut self, node: &KdlNode) {
+        let errors_before = self.diags.len();
+        let node_offset = node.name().span().offset();
+        let name = self.declared_name(node).and_then(|(s, offset)| {
+            HostName::parse(s)
+                .map_err(|e| self.err(offset, e.to_string()))
+                .ok()
+        });
+        let Some(children) = node.children() else {
+            self.err(
+                node_offset,
+                "`host` needs a children block with `mac`, `server-type` and `rebuild`",
+            );
+            return;
+        };
+        let mut seen = Seen::new();
+        let mut mac: Option<(MacAddr, usize)> = None;
+        let mut server_type: Option<(String, usize)> = None;
+        let mut rebuild = None;
+        let mut wake_on_lan = false;
+        let mut network = None;
+        let mut disk = DiskSpec::default();
+        for child in children.nodes() {
+            if !HOST_CHILDREN.contains(&child.name().value()) {
+                self.unknown(child, child.name().value(), "in `host`", HOST_CHILDREN);
+                continue;
+            }
+            if !self.first_time(&mut seen, child) {
+                continue;
+            }
+            match child.name().value() {
+                "mac" => {
+                    if let Some((s, offset)) = self.single_string(child) {
+                        match s.parse::<MacAddr>() {
+                            Ok(m) => mac = Some((m, offset)),
+                            Err(e) => self.err(offset, e.to_string()),
+                        }
+                    }
+                }
+                "server-type" => {
+                    if let Some((s, offset)) = self.single_string(child) {
+                        match super::check_server_type_key(s) {
+                            Ok(()) => server_type = Some((s.to_string(), offset)),
+                            Err(e) => self.err(offset, e),
+                        }
+                    }
+                }
+                "rebuild" => rebuild = self.integer(child, 0, u64::MAX),
+                "wake-on-lan" => wake_on_lan = self.flag(child).unwrap_or(false),
+                "network" => network = self.network(child),
+                "disk" => disk = self.disk(child).unwrap_or_default(),
+                _ => {}
+            }
+        }
+        for (required, present) in [
+            ("mac", seen.contains_key("mac")),
+            ("server-type", seen.contains_key("server-type")),
+            ("rebuild", seen.contains_key("rebuild")),
+        ] {
+            if !present {
+                let who = name
+                    .as_ref()
+                    .map(|n| format!("host `{n}`"))
+                    .unwrap_or_else(|| "`host`".to_string());
+                self.err(node_offset, format!("{who} is missing `{required}`"));
+            }
+        }
+        if self.diags.len() != errors_before {
+            return;
+        }
+        let (Some(name), Some((mac, mac_offset)), Some((server_type, st_offset)), Some(rebuild)) =
+            (name, mac, server_type, rebuild)
+        else {
+            return;
+        };
+        let host = Host {
+            name,
+            mac,
+            server_type,
+            rebuild,
+            network,
+            disk,
+            wake_on_lan,
+            source: self.loc(node_offset),
+        };
+        let declared = DeclaredHost {
+            host: Arc::new(host),
+            name_at: self.at(node_offset),
+            mac_at: self.at(mac_offset),
+            server_type_at: self.at(st_offset),
+        };
+        self.out.hosts.push(declared);
+    }
+
+    fn network(&mut self, node: &KdlNode) -> Option<StaticNetwork> {
+        let children = self.block(node)?;
+        let errors_before = self.diags.len();
+        let mut seen = Seen::new();
+        let mut cidr: Option<ipnet::IpNet> = None;
+        let mut gateway: Option<(std::net::IpAddr, usize)> = None;
+        let mut dns = Vec::new();
+        for child in children.nodes() {
+            if !NETWORK_CHILDREN.contains(&child.name().value()) {
+                self.unknown(
+                    child,
+                    child.name().value(),
+                    "in `network`",
+                    NETWORK_CHILDREN,
+                );
+                continue;
+            }
+            if !self.first_time(&mut seen, child) {
+                continue;
+            }
+            match child.name().value() {
+                "cidr" => {
+                    cidr = self.checked_string(child, |s| {
+                        s.parse::<ipnet::IpNet>().map_err(|_| {
+                            format!(
+                                "invalid cidr {:?}: expected an address with prefix length, like \"192.168.1.21/24\"",
+                                s.chars().take(64).collect::<String>()
+                            )
+                        })
+                    })
+                }
+                "gateway" => {
+                    if let Some((s, offset)) = self.single_string(child) {
+                        match s.parse() {
+                            Ok(ip) => gateway = Some((ip, offset)),
+                            Err(_) => self.err(
+                                offset,
+                                format!(
+                                    "invalid gateway {:?}: expected an IP address",
+                                    s.chars().take(64).collect::<String>()
+                                ),
+                            ),
+                        }
+                    }
+                }
+                "dns" => {
+                    if let Some(args) = self.args(child, false) {
+                        if args.is_empty() {
+                            self.err(
+                                child.name().span().offset(),
+                                "`dns` needs at least one server address",
+                            );
+                        }
+                        for e in args {
+                            if let Some(s) = self.string(child, e) {
+                                match s.parse() {
+                                    Ok(ip) => dns.push(ip),
+                                    Err(_) => self.err(
+                                        e.span().offset(),
+                                        format!(
+                                            "invalid dns server {:?}: expected an IP address",
+                                            s.chars().take(64).collect::<String>()
+                                        ),
+                                    ),
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for required in NETWORK_CHILDREN {
+            if !seen.contains_key(required) {
+                self.err(
+                    node.name().span().offset(),
+                    format!("`network` is missing `{required}` (a static network needs cidr, gateway and dns)"),
+                );
+            }
+        }
+        if let (Some(cidr), Some((gw, gw_offset))) = (cidr, gateway) {
+            if !cidr.contains(&gw) {
+                self.err(
+                    gw_offset,
+                    format!("gateway {gw} is not inside the network of cidr {cidr}"),
+                );
+            } else if cidr.addr() == gw {
+                self.err(gw_offset, format!("gateway {gw} is the host's own address"));
+            }
+        }
+        if self.diags.len() != errors_before {
+            return None;
+        }
+        Some(StaticNetwork {
+            cidr: cidr?,
+            gateway: gateway?.0,
+            dns,
+        })
+    }
+
+    fn disk(&mut self, node: &KdlNode) -> Option<DiskSpec> {
+        let children = self.block(node)?;
+        let errors_before = self.diags.len();
+        let mut seen = Seen::new();
+        let mut spec = DiskSpec::default();
+        let mut offsets: HashMap<&str, usize> = HashMap::new();
+        let mut list: Option<Vec<String>> = None;
+        let mut filter: Option<BTreeMap<String, String>> = None;
+        let mut match_all = None;
+        for child in children.nodes() {
+            let name = child.name().value();
+            if !DISK_CHILDREN.contains(&name) {
+                self.unknown(child, name, "in `disk`", DISK_CHILDREN);
+                continue;
+            }
+            if !self.first_time(&mut seen, child) {
+                continue;
+            }
+            offsets.insert(name, child.name().span().offset());
+            match name {
+                "filesystem" => spec.filesystem = self.checked_string(child, Filesystem::parse),
+                "raid" => spec.raid = self.checked_string(child, RaidLevel::parse),
+                "ashift" => {
+                    spec.zfs_ashift = self
+                        .integer(child, 9, 16)
+                        .and_then(|v| u8::try_from(v).ok())
+                }
+                "hdsize" => spec.hdsize = self.size(child, false),
+                "swapsize" => spec.swapsize = self.size(child, true),
+                "disks" => list = self.disk_list(child),
+                "filter" => filter = self.filter(child),
+                "filter-match" => {
+                    match_all = self.checked_string(child, |s| match s {
+                        "all" => Ok(true),
+                        "any" => Ok(false),
+                        _ => Err(super::unknown_value("filter-match", s, &["all", "any"])),
+                    })
+                }
+                _ => {}
+            }
+        }
+        if let (Some(&d), Some(&f)) = (offsets.get("disks"), offsets.get("filter")) {
+            self.err(
+                d.max(f),
+                "`disks` and `filter` cannot both be given: name the disks or filter them",
+            );
+        }
+        if let (Some(&m), None) = (offsets.get("filter-match"), offsets.get("filter")) {
+            self.err(m, "`filter-match` needs a `filter`");
+        }
+        for (field, msg) in super::disk_conflicts(&spec) {
+            let key = match field {
+                DiskField::Raid => "raid",
+                DiskField::Ashift => "ashift",
+                DiskField::Swapsize => "swapsize",
+            };
+            let offset = offsets
+                .get(key)
+                .copied()
+                .unwrap_or(node.name().span().offset());
+            self.err(offset, msg);
+        }
+        if self.diags.len() != errors_before {
+            return None;
+        }
+        spec.disks = match (list, filter) {
+            (Some(l), _) => Some(DiskSelection::List(l)),
+            (None, Some(props)) => Some(DiskSelection::Filter {
+                props,
+                match_all: match_all.unwrap_or(false),
+            }),
+            (None, None) => None,
+        };
+        Some(spec)
+    }
+
+    fn disk_list(&mut self, node: &KdlNode) -> Option<Vec<String>> {
+        let args = self.args(node, false)?;
+        if args.is_empty() {
+            self.err(
+                node.name().span().offset(),
+                "`disks` needs at least one disk name",
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for e in args {
+            match self.string(node, e) {
+                Some(s) => match super::check_disk_name(s) {
+                    Ok(()) if out.iter().any(|d| d == s) => {
+                        self.err(e.span().offset(), format!("disk {s:?} is listed twice"));
+                        ok = false;
+                    }
+                    Ok(()) => out.push(s.to_string()),
+                    Err(msg) => {
+                        self.err(e.span().offset(), msg);
+                        ok = false;
+                    }
+                },
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn filter(&mut self, node: &KdlNode) -> Option<BTreeMap<String, String>> {
+        let children = self.block(node)?;
+        let errors_before = self.diags.len();
+        let mut seen = Seen::new();
+        let mut props = BTreeMap::new();
+        for child in children.nodes() {
+            if !self.first_time(&mut seen, child) {
+                continue;
+            }
+            let prop = child.name().value();
+            if let Err(msg) = super::check_udev_prop(prop) {
+                self.err(child.name().span().offset(), msg);
+                continue;
+            }
+            if let Some(glob) =
+                self.checked_string(child, |s| super::check_glob(s).map(|()| s.to_string()))
+            {
+                props.insert(prop.to_string(), glob);
+            }
+        }
+        if children.nodes().is_empty() {
+            self.err(
+                node.name().span().offset(),
+                "`filter` needs at least one udev property, like ID_MODEL \"Samsung*\"",
+            );
+        }
+        (self.diags.len() == errors_before).then_some(props)
+    }
+
+    fn server_type(&mut self, node: &KdlNode) {
+        let errors_before = self.diags.len();
+        let node_offset = node.name().span().offset();
+        let key = self.declared_name(node).and_then(|(s, offset)| {
+            super::check_server_type_key(s)
+                .map(|()| s.to_string())
+                .map_err(|e| self.err(offset, e))
+                .ok()
+        });
+        let mut seen = Seen::new();
+        let mut display_name = None;
+        let mut boot_disk = None;
+        let mut management_nic = None;
+        let mut gpu = false;
+        let mut disk = DiskSpec::default();
+        let empty = KdlDocument::new();
+        for child in node.children().unwrap_or(&empty).nodes() {
+            let name = child.name().value();
+            if !SERVER_TYPE_CHILDREN.contains(&name) {
+                self.unknown(child, name, "in `server-type`", SERVER_TYPE_CHILDREN);
+                continue;
+            }
+            if !self.first_time(&mut seen, child) {
+                continue;
+            }
+            match name {
+                "display-name" => {
+                    display_name = self.checked_string(child, |s| {
+                        super::check_text("display name", s).map(|()| s.to_string())
+                    })
+                }
+                "boot-disk" => {
+                    boot_disk = self.checked_string(child, |s| {
+                        super::check_disk_name(s).map(|()| s.to_string())
+                    })
+                }
+                "management-nic" => {
+                    management_nic = self
+                        .checked_string(child, |s| super::check_nic_name(s).map(|()| s.to_string()))
+                }
+                "gpu" => gpu = self.flag(child).unwrap_or(false),
+                "disk" => disk = self.disk(child).unwrap_or_default(),
+                _ => {}
+            }
+        }
+        if self.diags.len() != errors_before {
+            return;
+        }
+        let Some(key) = key else { return };
+        let st = ServerType {
+            display_name: display_name.unwrap_or_else(|| key.clone()),
+            key,
+            boot_disk,
+            management_nic,
+            gpu,
+            disk,
+            source: self.loc(node_offset),
+        };
+        self.out.server_types.push(DeclaredServerType {
+            server_type: Arc::new(st),
+            key_at: self.at(node_offset),
+        });
+    }
+}
