@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod check;
+pub mod daemon;
 pub mod decl;
 pub mod join;
 pub mod logging;

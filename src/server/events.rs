@@ -36,6 +36,7 @@ fn store_event(ev: &StoreEvent) -> Option<Event> {
 async fn events(State(st): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut store_rx = st.store.subscribe();
     let mut snapshot_rx = st.snapshot.clone();
+    let mut stopping = st.stopping.clone();
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
     tokio::spawn(async move {
         // Say hello with the current diagnostics so a (re)connecting client
@@ -69,6 +70,7 @@ async fn events(State(st): State<AppState>) -> Sse<impl Stream<Item = Result<Eve
                     sse_event("diagnostics", &last_diags)
                 }
                 _ = tx.closed() => return,
+                _ = stopping.wait_for(|s| *s) => return,
             };
             if let Some(ev) = out
                 && tx.send(Ok(ev)).await.is_err()

@@ -1,0 +1,497 @@
+//! `provisioning serve`: wires the parts into one process.
+//!
+//! Order of start-up: state directory (0700) → store → first snapshot of the
+//! declarations → HTTP listener → `READY=1`. Then four loops run until
+//! shutdown: the declaration watcher (file events only enqueue a reload),
+//! the reconciler (level-triggered: on every snapshot change, every kick from
+//! a callback, and every [`REQUEUE`]), signal handling (SIGHUP reloads
+//! settings and server types; SIGTERM/SIGINT stop gracefully) and the
+//! watchdog.
+//!
+//! This module owns no logic of its own beyond wiring; decisions live in
+//! `reconcile`, state changes in `store`.
+
+use crate::decl::{DeclLoader, Snapshot};
+use crate::reconcile::Reconciler;
+use crate::server::{self, AppState};
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::{systemd, watch};
+use anyhow::Context;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, watch as tokio_watch};
+
+/// How often the reconciler runs even when nothing happened (deadlines,
+/// drift detection).
+pub const REQUEUE: Duration = Duration::from_secs(2);
+
+/// How long in-flight requests may take after a stop was requested.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// How long file events are collected before a reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(80);
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn watched_dirs(settings: &Settings) -> Vec<PathBuf> {
+    let mut dirs = vec![settings.paths.hosts_dir.clone()];
+    dirs.extend(settings.paths.extra_hosts_dirs.iter().cloned());
+    if let Some(st) = &settings.paths.server_types
+        && let Some(parent) = st.parent()
+    {
+        dirs.push(parent.to_path_buf());
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+fn load_snapshot(loader: &mut DeclLoader, settings: &Settings) -> Snapshot {
+    loader.load_all(
+        &settings.paths.hosts_dir,
+        settings.paths.server_types.as_deref(),
+    )
+}
+
+fn log_diagnostics(snapshot: &Snapshot) {
+    for d in &snapshot.diagnostics {
+        tracing::warn!(file = %d.file.display(), line = d.line, column = d.column, "{}", d.message);
+    }
+}
+
+/// A one-line summary for `STATUS=`: "5 hosts: 4 ready, 1 installing".
+pub fn status_line(store: &Store, snapshot: &Snapshot) -> String {
+    let mut line = format!("{} hosts", snapshot.hosts.len());
+    if let Ok(stats) = store.stats() {
+        let parts: Vec<String> = stats
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        if !parts.is_empty() {
+            line.push_str(": ");
+            line.push_str(&parts.join(", "));
+        }
+    }
+    let errors = snapshot.diagnostics.len();
+    if errors > 0 {
+        line.push_str(&format!("; {errors} declaration problem(s)"));
+    }
+    line
+}
+
+/// Runs the daemon until `shutdown` resolves or SIGTERM/SIGINT arrives.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state_dir = settings.paths.state_dir.clone();
+    create_private_dir(&state_dir)?;
+    if !settings.paths.hosts_dir.is_dir() {
+        anyhow::bail!(
+            "hosts directory {} does not exist (set paths.hosts_dir)",
+            settings.paths.hosts_dir.display()
+        );
+    }
+    let db = state_dir.join("provisioning.sqlite3");
+    let store = Arc::new(
+        Store::open(&db).with_context(|| format!("cannot open the store at {}", db.display()))?,
+    );
+
+    let boot = boot_context(&settings)?;
+    let (stopping_tx, stopping_rx) = tokio_watch::channel(false);
+    let mut loader = DeclLoader::new();
+    let first = load_snapshot(&mut loader, &settings);
+    log_diagnostics(&first);
+    tracing::info!(
+        hosts = first.hosts.len(),
+        server_types = first.server_types.len(),
+        problems = first.diagnostics.len(),
+        "declarations loaded"
+    );
+    let (snap_tx, snap_rx) = tokio_watch::channel(Arc::new(first));
+    let (settings_tx, settings_rx) = tokio_watch::channel(Arc::new(settings.clone()));
+    let kick = Arc::new(Notify::new());
+
+    // The watcher only enqueues; the loader task owns the per-file cache.
+    let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let dirs = watched_dirs(&settings);
+    let _watcher = watch::watch_dirs(&dirs, DEBOUNCE, fs_tx.clone())
+        .with_context(|| format!("cannot watch {dirs:?}"))?;
+    // SIGHUP asks the loader for a full reload with the new settings.
+    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<Arc<Settings>>();
+    {
+        let snap_tx = snap_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    Some(paths) = fs_rx.recv() => {
+                        let s = loader.reload(&paths);
+                        Some(s)
+                    }
+                    Some(new_settings) = reload_rx.recv() => {
+                        Some(load_snapshot(&mut loader, &new_settings))
+                    }
+                    else => None,
+                };
+                let Some(s) = next else { return };
+                let changed_diags = snap_tx.borrow().diagnostics != s.diagnostics;
+                if changed_diags {
+                    log_diagnostics(&s);
+                }
+                tracing::debug!(hosts = s.hosts.len(), "declarations reloaded");
+                snap_tx.send_replace(Arc::new(s));
+            }
+        });
+    }
+
+    // The reconciler: level-triggered on snapshot changes, kicks and a tick.
+    {
+        let store = store.clone();
+        let mut snap_rx = snap_rx.clone();
+        let settings_rx = settings_rx.clone();
+        let kick = kick.clone();
+        tokio::spawn(async move {
+            let mut last_status = String::new();
+            loop {
+                let snapshot = snap_rx.borrow_and_update().clone();
+                let settings = settings_rx.borrow().clone();
+                let st = store.clone();
+                let snap = snapshot.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let r = Reconciler::new(deadlines(&settings));
+                    let out = r.reconcile_all(&snap, &st, now_ms(), &new_rebuild);
+                    if let Ok(applied) = &out {
+                        wake(&settings, &st, &snap, applied);
+                    }
+                    (out, status_line(&st, &snap))
+                })
+                .await;
+                match result {
+                    Ok((Ok(_applied), status)) => {
+                        if status != last_status {
+                            systemd::status(&status);
+                            last_status = status;
+                        }
+                    }
+                    Ok((Err(e), _)) => tracing::error!(error = %e, "reconcile failed"),
+                    Err(e) => tracing::error!(error = %e, "reconcile task failed"),
+                }
+                tokio::select! {
+                    r = snap_rx.changed() => if r.is_err() { return },
+                    _ = kick.notified() => {}
+                    _ = tokio::time::sleep(REQUEUE) => {}
+                }
+            }
+        });
+    }
+
+    if let Some(interval) = systemd::watchdog_interval() {
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(interval);
+            loop {
+                t.tick().await;
+                systemd::watchdog_ping();
+            }
+        });
+    }
+
+    let state = AppState {
+        store: store.clone(),
+        snapshot: snap_rx.clone(),
+        settings: settings_rx.clone(),
+        kick: kick.clone(),
+        boot: Arc::new(boot),
+        boot_requests: Arc::new(crate::server::BootRequests::default()),
+        stopping: stopping_rx.clone(),
+    };
+    let state_stopping = stopping_rx;
+    let router = server::app(state);
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    eprintln!("provisioning: listening on http://{addr}");
+
+    // Signals: SIGHUP reloads, SIGTERM/SIGINT stop.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    {
+        let source = settings.source.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::hangup()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        systemd::reloading();
+                        let loaded = match &source {
+                            Some(p) => Settings::load(p),
+                            None => Settings::embedded_default(),
+                        };
+                        match loaded {
+                            Ok(s) => {
+                                tracing::info!("settings reloaded");
+                                let s = Arc::new(s);
+                                settings_tx.send_replace(s.clone());
+                                let _ = reload_tx.send(s);
+                            }
+                            Err(e) => tracing::error!(error = %e, "settings reload failed; keeping the previous settings"),
+                        }
+                        systemd::ready("settings reloaded");
+                    }
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
+            }
+            let _ = stop_tx.send(());
+        });
+    }
+
+    let status = status_line(&store, &snap_rx.borrow());
+    systemd::ready(&status);
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stop_rx => {}
+        }
+        tracing::info!("stopping");
+        systemd::stopping();
+        stopping_tx.send_replace(true);
+    };
+    // In-flight requests get a grace period; a client that keeps a download
+    // open does not keep the daemon alive forever.
+    let mut stopping_watch = state_stopping;
+    let serve = server::run(listener, router, stop);
+    tokio::select! {
+        r = serve => r?,
+        _ = async {
+            let _ = stopping_watch.wait_for(|s| *s).await;
+            tokio::time::sleep(GRACE).await;
+        } => tracing::warn!("requests still open after {GRACE:?}; stopping anyway"),
+    }
+    Ok(())
+}
+
+fn deadlines(settings: &Settings) -> crate::reconcile::Deadlines {
+    let d = &settings.deadlines;
+    crate::reconcile::Deadlines {
+        pxe_ready: d.pxe_ready,
+        pxe_booted: d.pxe_booted,
+        installing: d.installing,
+        installed: d.installed,
+        first_boot: d.first_boot,
+        joining: d.joining,
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The dnsmasq parameters the settings describe (`None` when PXE is off).
+/// One renderer for every way of running dnsmasq: the spawned child, the
+/// NixOS unit (`provisioning dnsmasq-config`) and the tests.
+pub fn dnsmasq_params(settings: &Settings) -> Option<crate::boot::dnsmasq::DnsmasqParams> {
+    let pxe = settings.pxe.as_ref()?;
+    let mut p = crate::boot::dnsmasq::DnsmasqParams::new(
+        pxe.interface.clone(),
+        pxe.subnet,
+        pxe.server_address,
+        settings.server.public_url.clone(),
+        pxe.ipxe_dir.clone(),
+        pxe.hostsdir.clone(),
+    );
+    p.discover_unknown = pxe.discover_unknown;
+    Some(p)
+}
+
+/// Builds what the boot endpoints need from the settings: templates, the
+/// overlay archive, asset paths, the ISO checksum, the root password hash
+/// and the answer defaults. Errors name the setting and the file, never a
+/// secret's content.
+pub fn boot_context(settings: &Settings) -> anyhow::Result<crate::server::boot::BootContext> {
+    use crate::boot::answer::{AnswerDefaults, Keyboard, PasswordHash, RebootMode};
+    let templates = crate::templates::Templates::new(settings.paths.templates_dir.as_deref())
+        .context("cannot load the templates")?;
+    let root_password_hash = match &settings.answer.root_password_hash_file {
+        Some(p) => {
+            let secret = crate::secrets::read_secret_file(p)
+                .with_context(|| "answer.root_password_hash_file".to_string())?;
+            Some(PasswordHash::parse(secret.expose()).map_err(|e| {
+                anyhow::anyhow!("answer.root_password_hash_file {}: {e}", p.display())
+            })?)
+        }
+        None => None,
+    };
+    let answer_token = match &settings.proxmox.answer_token_file {
+        Some(p) => Some(
+            crate::secrets::read_secret_file(p)
+                .with_context(|| "proxmox.answer_token_file".to_string())?,
+        ),
+        None => None,
+    };
+    let keyboard: Keyboard = settings
+        .answer
+        .keyboard
+        .parse()
+        .map_err(|e| anyhow::anyhow!("answer.keyboard: {e}"))?;
+    let iso_sha256 = match (&settings.proxmox.iso, &settings.proxmox.iso_sha256) {
+        (_, Some(sha)) => Some(sha.clone()),
+        (Some(iso), None) => Some(cached_sha256(iso, &settings.paths.state_dir)?),
+        (None, None) => None,
+    };
+    let extra_kernel_args = settings
+        .pxe
+        .as_ref()
+        .map(|p| {
+            p.kernel_args
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(crate::server::boot::BootContext {
+        templates,
+        overlay: crate::boot::overlay::build_overlay(),
+        kernel: settings.proxmox.kernel.clone(),
+        initrd: settings.proxmox.initrd.clone(),
+        iso: settings.proxmox.iso.clone(),
+        iso_sha256,
+        extra_kernel_args,
+        root_password_hash,
+        answer_defaults: AnswerDefaults {
+            keyboard,
+            country: settings.answer.country.to_ascii_lowercase(),
+            timezone: settings.answer.timezone.clone(),
+            mailto: settings.answer.mailto.clone(),
+            domain: settings.answer.domain.clone(),
+            reboot_on_error: false,
+            reboot_mode: RebootMode::Reboot,
+        },
+        answer_token,
+        discover_unknown: settings.pxe.as_ref().is_some_and(|p| p.discover_unknown),
+    })
+}
+
+/// SHA-256 of the ISO, cached in the state directory by path, size and
+/// modification time so a restart does not re-read a 1.5 GB file.
+fn cached_sha256(iso: &std::path::Path, state_dir: &std::path::Path) -> anyhow::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let meta = std::fs::metadata(iso).with_context(|| format!("proxmox.iso {}", iso.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let key = format!("{}\t{}\t{}", iso.display(), meta.len(), mtime);
+    let cache = state_dir.join("iso-sha256.cache");
+    if let Ok(text) = std::fs::read_to_string(&cache)
+        && let Some((k, v)) = text.trim_end().rsplit_once('\t')
+        && k == key
+        && v.len() == 64
+    {
+        return Ok(v.to_string());
+    }
+    tracing::info!(iso = %iso.display(), bytes = meta.len(), "computing the ISO's SHA-256");
+    let mut f =
+        std::fs::File::open(iso).with_context(|| format!("proxmox.iso {}", iso.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let hex = hex::encode(hasher.finalize());
+    let _ = std::fs::write(&cache, format!("{key}\t{hex}\n"));
+    Ok(hex)
+}
+
+/// Secrets for a new rebuild: an ephemeral ed25519 key pair. The callback
+/// token is generated later, when the answer is served; until then the
+/// stored hash is of a random value nobody knows.
+pub fn new_rebuild(host: &crate::decl::Host, generation: u64) -> crate::store::NewRebuild {
+    use crate::secrets::{EphemeralKey, Token, ephemeral_key_comment};
+    let placeholder = Token::generate().map(|t| t.hash()).unwrap_or([0u8; 32]);
+    match EphemeralKey::generate(&ephemeral_key_comment(host.name.as_str(), generation)) {
+        Ok(key) => crate::store::NewRebuild {
+            token_hash: placeholder,
+            public_key: key.public_openssh().to_string(),
+            private_key: key.private_openssh().expose().to_string(),
+        },
+        Err(e) => {
+            // Only an OS random-number failure gets here; the rebuild then
+            // cannot be answered and fails on its deadline, visibly.
+            tracing::error!(host = %host.name, error = %e, "cannot generate the ephemeral key");
+            crate::store::NewRebuild {
+                token_hash: placeholder,
+                public_key: String::new(),
+                private_key: String::new(),
+            }
+        }
+    }
+}
+
+/// Sends Wake-on-LAN for hosts whose rebuild just started and that asked
+/// for it, and records each packet in the history.
+fn wake(
+    settings: &Settings,
+    store: &Store,
+    snapshot: &Snapshot,
+    applied: &[crate::reconcile::Applied],
+) {
+    for a in applied {
+        let Some((_, op)) = a.started_rebuild() else {
+            continue;
+        };
+        let Ok(name) = crate::decl::HostName::parse(&a.host) else {
+            continue;
+        };
+        let Some(host) = snapshot.hosts.get(&name) else {
+            continue;
+        };
+        if !host.wake_on_lan {
+            continue;
+        }
+        let (broadcast, iface) = match &settings.pxe {
+            Some(p) => (p.wol_broadcast, Some(p.interface.as_str())),
+            None => (std::net::Ipv4Addr::BROADCAST, None),
+        };
+        let target = std::net::SocketAddrV4::new(broadcast, 9);
+        let msg = match crate::boot::wol::send(host.mac, target, iface) {
+            Ok(()) => format!("Wake-on-LAN magic packet sent to {target} for {}", host.mac),
+            Err(e) => format!("Wake-on-LAN failed: {e}"),
+        };
+        tracing::info!(host = %name, mac = %host.mac, operation = op, "{msg}");
+        if let Err(e) = store.add_note(&a.host, Some(op), "wake-on-lan", &msg) {
+            tracing::warn!(host = %name, error = %e, "cannot record the Wake-on-LAN note");
+        }
+    }
+}

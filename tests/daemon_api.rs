@@ -1,0 +1,170 @@
+//! The real daemon on port 0 against a temporary hosts.d: edits show up in
+//! the API and the event stream, restarts (clean and SIGKILL) lose nothing,
+//! a broken file keeps the others running and is reported with file:line:col.
+
+mod common;
+
+use common::{Daemon, Deployment, eventually, host, host_kdl};
+use futures_util::StreamExt;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edit_shows_in_api_and_events_and_survives_restarts() {
+    let dep = Deployment::new("");
+    dep.write_hosts("a.kdl", &host_kdl("pve-01", "58:47:CA:71:02:1E", 0));
+    let d = Daemon::start(&dep.config());
+
+    let hosts = d.get_json("/api/hosts").await;
+    let h = host(&hosts, "pve-01").expect("pve-01 listed");
+    assert_eq!(h["mac"], "58:47:ca:71:02:1e", "MAC is stored canonical");
+    assert_eq!(h["state"], "registered");
+    assert_eq!(h["rebuild"], 0);
+
+    // Subscribe to the event stream before the edit.
+    let resp = reqwest::get(format!("{}/events", d.url)).await.unwrap();
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut stream = resp.bytes_stream();
+
+    let t0 = Instant::now();
+    dep.write_hosts("a.kdl", &host_kdl("pve-01", "58:47:CA:71:02:1E", 1));
+    let url = d.url.clone();
+    eventually(Duration::from_secs(5), "pve-01 armed", || {
+        let url = url.clone();
+        async move {
+            let hosts: serde_json::Value = reqwest::get(format!("{url}/api/hosts"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let h = host(&hosts, "pve-01")?;
+            (h["state"] == "pxe_ready" && h["observed_generation"] == 1).then_some(())
+        }
+    })
+    .await;
+    println!("edit -> visible in /api/hosts: {:?}", t0.elapsed());
+
+    let mut seen = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = stream.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if seen.contains("event: transition") && seen.contains("\"to\":\"pxe_ready\"") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        got,
+        Ok(true),
+        "transition event not seen; stream so far:\n{seen}"
+    );
+
+    // The host detail has the history.
+    let detail = d.get_json("/api/hosts/pve-01").await;
+    let history = detail["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["to"], "pxe_ready");
+    assert_eq!(history.last().unwrap()["event"], "start_rebuild");
+
+    // Clean restart: same state, no second rebuild started.
+    let status = d.stop();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let d = Daemon::start(&dep.config());
+    let detail = d.get_json("/api/hosts/pve-01").await;
+    assert_eq!(detail["state"], "pxe_ready");
+    assert_eq!(detail["observed_generation"], 1);
+    assert_eq!(detail["history"].as_array().unwrap().len(), history.len());
+
+    // SIGKILL: nothing lost either.
+    d.kill9();
+    let d = Daemon::start(&dep.config());
+    let detail = d.get_json("/api/hosts/pve-01").await;
+    assert_eq!(detail["state"], "pxe_ready");
+    assert_eq!(detail["history"].as_array().unwrap().len(), history.len());
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_file_keeps_others_and_is_reported() {
+    let dep = Deployment::new("");
+    dep.write_hosts("a.kdl", &host_kdl("pve-01", "58:47:ca:71:02:1e", 0));
+    dep.write_hosts("b.kdl", &host_kdl("pve-02", "58:47:ca:71:02:1f", 0));
+    let d = Daemon::start(&dep.config());
+    assert!(host(&d.get_json("/api/hosts").await, "pve-02").is_some());
+
+    dep.write_hosts("b.kdl", "host \"pve-02\" {\n    mac \"nonsense\"\n");
+    let url = d.url.clone();
+    let diags = eventually(Duration::from_secs(5), "a diagnostic for b.kdl", || {
+        let url = url.clone();
+        async move {
+            let v: serde_json::Value = reqwest::get(format!("{url}/api/diagnostics"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (!v.as_array()?.is_empty()).then_some(v)
+        }
+    })
+    .await;
+    let d0 = diags
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["severity"] == "error")
+        .expect("an error diagnostic");
+    assert!(d0["file"].as_str().unwrap().ends_with("b.kdl"), "{diags}");
+    assert!(d0["line"].as_u64().unwrap() >= 1, "{diags}");
+    assert!(d0["column"].as_u64().unwrap() >= 1);
+
+    // Both hosts are still there: b.kdl's last valid version stays in force.
+    let hosts = d.get_json("/api/hosts").await;
+    assert!(host(&hosts, "pve-01").is_some());
+    assert!(host(&hosts, "pve-02").is_some(), "{hosts}");
+
+    // Deleting a file retires its hosts.
+    std::fs::remove_file(dep.hosts_dir().join("a.kdl")).unwrap();
+    let url = d.url.clone();
+    eventually(Duration::from_secs(5), "pve-01 retired", || {
+        let url = url.clone();
+        async move {
+            let hosts: serde_json::Value = reqwest::get(format!("{url}/api/hosts"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            host(&hosts, "pve-01").is_none().then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_4xx() {
+    let dep = Deployment::new("");
+    let d = Daemon::start(&dep.config());
+    let c = reqwest::Client::new();
+    for (path, want) in [
+        ("/api/hosts/Not_A_Label", 400),
+        ("/api/hosts/unknown-host", 404),
+        ("/api/hosts/..%2F..%2Fetc%2Fpasswd", 400),
+        ("/nope", 404),
+    ] {
+        let r = c.get(format!("{}{}", d.url, path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "{path}");
+    }
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", d.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok\n"
+    );
+}
