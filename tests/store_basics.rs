@@ -753,3 +753,9 @@ fn database_files_are_private_and_wal() {
     let _s = Store::open_in_dir(&state).unwrap();
     assert_eq!(mode(&db), 0o600);
 }
+
+#[test]
+fn store_is_shareable_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+}
