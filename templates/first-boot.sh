@@ -101,8 +101,14 @@ post_once() {
             -X POST -H 'Content-Type: application/json' -H "@$HEADER_FILE" \
             --data-binary "$BODY" "$PHONE_HOME_URL" 2>/dev/null || true
     elif command -v wget >/dev/null 2>&1; then
-        # wget takes headers only as arguments.
-        if wget -q -O /dev/null -T 30 --header 'Content-Type: application/json' \
+        # wget takes headers only as arguments. Its -T crashes some busybox
+        # builds, so the time limit comes from timeout(1) where there is one.
+        limit=""
+        if command -v timeout >/dev/null 2>&1; then
+            limit="timeout 30"
+        fi
+        # shellcheck disable=SC2086 # $limit is empty or two words
+        if $limit wget -q -O /dev/null --header 'Content-Type: application/json' \
             --header "Authorization: Bearer $TOKEN" \
             --post-data "$BODY" "$PHONE_HOME_URL" 2>/dev/null; then
             printf '200'

@@ -989,6 +989,60 @@ fn run_script(public_url: &str) -> std::process::Output {
         .expect("sh must run")
 }
 
+/// Runs the script with nothing but busybox: its sh, its applets, its wget
+/// (no curl, no getent), the most constrained system it may meet.
+fn run_script_busybox(public_url: &str) -> std::process::Output {
+    let busybox = std::path::Path::new("/usr/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "/usr/bin/busybox is required for this test (Debian package busybox-static)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for applet in [
+        "sh", "ip", "awk", "sed", "head", "hostname", "tr", "mktemp", "rm", "sleep", "timeout",
+        "wget", "cat",
+    ] {
+        std::os::unix::fs::symlink(busybox, bin.join(applet)).unwrap();
+    }
+    let mut p = first_boot_params(public_url);
+    p.deadline_secs = 10;
+    let text = firstboot::render(&templates(), &p).unwrap();
+    let path = write_script(dir.path(), &text);
+    std::process::Command::new(busybox)
+        .arg("sh")
+        .arg(&path)
+        .env_clear()
+        .env("PATH", &bin)
+        .output()
+        .expect("busybox sh must run")
+}
+
+#[test]
+fn first_boot_script_works_with_busybox_wget() {
+    let (url, server) = serve(vec![503, 200]);
+    let out = run_script_busybox(&url);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "script failed: {stderr}");
+    let requests = server.join().unwrap();
+    assert_eq!(requests.len(), 2, "one retry after the 503");
+    let req = &requests[1];
+    assert!(
+        req.starts_with("POST /api/hosts/pve-01/phone-home HTTP/1."),
+        "{req}"
+    );
+    assert!(
+        req.contains(&format!("Authorization: Bearer {TEST_TOKEN}\r\n")),
+        "{req}"
+    );
+    assert!(req.contains("Content-Type: application/json\r\n"), "{req}");
+    let body = &req[req.find("\r\n\r\n").unwrap() + 4..];
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["ip"], "127.0.0.1", "{body}");
+    assert!(!stderr.contains(TEST_TOKEN), "token logged: {stderr}");
+}
+
 #[test]
 fn first_boot_script_phones_home_with_bearer_token() {
     let (url, server) = serve(vec![200]);
