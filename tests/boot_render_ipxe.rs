@@ -3,7 +3,9 @@
 //! initrd, which iPXE executes. Without a NIC this exercises the failure
 //! paths (retries, then `exit 1` so the firmware moves on); with QEMU's
 //! user-mode network (whose only peer is a server on this host's loopback)
-//! it exercises the entry script's chain to `/ipxe/{mac}?platform=…`.
+//! it exercises the installer script's happy path (kernel, `initrd.img`,
+//! `overlay.cpio.gz`, boot) and the entry script's chain to
+//! `/ipxe/{mac}?platform=…`.
 //!
 //! Requires `qemu-system-x86_64` (Debian qemu-system-x86) and
 //! `/usr/lib/ipxe/ipxe.lkrn` (Debian ipxe).
@@ -118,6 +120,102 @@ fn install_script_retries_then_hands_back_to_the_firmware() {
         .find(FIRMWARE_MOVED_ON)
         .unwrap_or_else(|| panic!("iPXE did not exit to the firmware:\n{out}"));
     assert!(gave_up < moved_on);
+}
+
+/// A loopback HTTP server that answers `GET <path>` from `files` until it
+/// has served `count` requests (or 60 s passed); returns the request lines.
+fn serve_files(
+    files: Vec<(&'static str, Vec<u8>)>,
+    count: usize,
+) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.len() < count && Instant::now() < deadline {
+            let mut conn = match listener.accept() {
+                Ok((conn, _)) => conn,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let line = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let path = line.split(' ').nth(1).unwrap_or("");
+            let reply = match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(body);
+                    r
+                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            };
+            let _ = conn.write_all(&reply);
+            seen.push(line);
+        }
+        seen
+    });
+    (port, handle)
+}
+
+#[test]
+fn install_script_loads_kernel_and_both_initrds_and_boots() {
+    // The "kernel" is ipxe.lkrn itself (a bzImage): when the installer
+    // script boots it, a second iPXE banner appears.
+    require_tools();
+    let kernel = std::fs::read(LKRN).unwrap();
+    let (port, server) = serve_files(
+        vec![
+            ("/boot/vmlinuz", kernel),
+            ("/boot/initrd.img", b"initrd".to_vec()),
+            ("/boot/overlay.cpio.gz", b"overlay".to_vec()),
+        ],
+        3,
+    );
+    let script = ipxe::install_script(
+        &templates(),
+        &InstallParams {
+            base_url: format!("http://10.0.2.2:{port}"),
+            host: "pve-01".into(),
+            iso_sha256: "ab".repeat(32),
+            extra_kernel_args: vec![],
+        },
+    )
+    .unwrap();
+    let script = script.replacen("#!ipxe\n", "#!ipxe\ndhcp\n", 1);
+    let out = run_ipxe(&script, true, FIRMWARE_MOVED_ON);
+    let requests = server.join().unwrap();
+    assert_eq!(
+        requests,
+        [
+            "GET /boot/vmlinuz HTTP/1.1",
+            "GET /boot/initrd.img HTTP/1.1",
+            "GET /boot/overlay.cpio.gz HTTP/1.1",
+        ],
+        "console:\n{out}"
+    );
+    assert_eq!(
+        out.matches("iPXE initialising devices").count(),
+        2,
+        "the downloaded kernel was not booted:\n{out}"
+    );
+    assert!(!out.contains("retrying"), "{out}");
 }
 
 #[test]
