@@ -11,7 +11,12 @@
 //! [`Answer`] is redacted from every `Debug` output and error.
 //!
 //! The webhook and first-boot URLs come from the caller; by contract they
-//! carry the rebuild's token in the path (see [`crate::boot::firstboot`]).
+//! carry the rebuild's token in the path (see [`crate::boot::firstboot`]),
+//! so a rendered answer is as secret as the token: never log it.
+//!
+//! Keys are kebab-case, which needs installer 8.4 or newer (before 8.4
+//! `[global]` keys had to be snake_case). The installer takes one DNS server
+//! for a static network: the first one the host declares is used.
 
 use crate::decl::{DiskSelection, DiskSpec, Filesystem, Host, RaidLevel, ServerType};
 use serde::{Deserialize, Serialize};
