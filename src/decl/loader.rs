@@ -24,8 +24,8 @@
 //!   directory: the hosts in force stay in force.
 
 use super::{
-    At, DeclaredHost, Diagnostic, FileDecls, HostName, Severity, Snapshot, kdl::parse_kdl,
-    resolve_disk, yaml::parse_server_types_yaml,
+    At, DeclaredHost, Diagnostic, DiskSpec, FileDecls, HostName, Severity, Snapshot,
+    kdl::parse_kdl, resolve_disk, yaml::parse_server_types_yaml,
 };
 use crate::mac::MacAddr;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,6 +43,9 @@ enum Kind {
 }
 
 struct FileEntry {
+    /// Stable while the file exists; a re-created file gets a new id, so
+    /// it holds nothing "in force" from before its deletion.
+    id: u64,
     kind: Kind,
     /// Hash of the bytes last read: an unchanged file is not parsed again.
     hash: Option<u64>,
@@ -66,6 +69,7 @@ pub struct LoaderStats {
 pub struct DeclLoader {
     hosts_dir: PathBuf,
     hosts_dir_canon: Option<PathBuf>,
+    hosts_dir_abs: Option<PathBuf>,
     server_types: Option<PathBuf>,
     server_types_canon: Option<PathBuf>,
     /// Keyed by the path diagnostics show (`hosts_dir/<name>.kdl`), sorted.
@@ -74,14 +78,17 @@ pub struct DeclLoader {
     dir_error: Option<Diagnostic>,
     /// Who holds each name, MAC and server-type key in the snapshot in force.
     owners: Owners,
+    next_id: u64,
     stats: LoaderStats,
 }
 
+/// Who holds each host name, MAC and server-type key in the snapshot in
+/// force (by file id), to decide conflicts for the incumbent.
 #[derive(Default)]
 struct Owners {
-    host: HashMap<HostName, PathBuf>,
+    host: HashMap<HostName, u64>,
     mac: HashMap<MacAddr, HostName>,
-    server_type: HashMap<String, PathBuf>,
+    server_type: HashMap<String, u64>,
 }
 
 /// Whether a directory entry name is a host declaration file.
@@ -108,6 +115,7 @@ impl DeclLoader {
         }
         self.hosts_dir = hosts_dir.to_path_buf();
         self.hosts_dir_canon = std::fs::canonicalize(hosts_dir).ok();
+        self.hosts_dir_abs = std::path::absolute(hosts_dir).ok();
         self.server_types = server_types.map(Path::to_path_buf);
         self.server_types_canon = server_types.and_then(|p| std::fs::canonicalize(p).ok());
         self.scan_dir();
@@ -150,8 +158,12 @@ impl DeclLoader {
         self.build()
     }
 
+    /// A watcher may report paths as given, made absolute, or resolved
+    /// through symlinks: all three name the hosts directory.
     fn is_hosts_dir(&self, path: &Path) -> bool {
-        path == self.hosts_dir || Some(path) == self.hosts_dir_canon.as_deref()
+        path == self.hosts_dir
+            || Some(path) == self.hosts_dir_canon.as_deref()
+            || Some(path) == self.hosts_dir_abs.as_deref()
     }
 
     fn is_server_types(&self, path: &Path) -> bool {
@@ -168,8 +180,7 @@ impl DeclLoader {
             return None;
         }
         let parent = path.parent()?;
-        let in_dir = parent == self.hosts_dir
-            || Some(parent) == self.hosts_dir_canon.as_deref()
+        let in_dir = self.is_hosts_dir(parent)
             || (parent.as_os_str().is_empty() && self.hosts_dir.as_os_str() == ".");
         in_dir.then(|| self.hosts_dir.join(name))
     }
@@ -186,6 +197,9 @@ impl DeclLoader {
             }
         };
         self.dir_error = None;
+        if self.hosts_dir_canon.is_none() {
+            self.hosts_dir_canon = std::fs::canonicalize(&self.hosts_dir).ok();
+        }
         let mut present = Vec::new();
         for entry in listing.flatten() {
             let name = entry.file_name();
@@ -292,9 +306,11 @@ impl DeclLoader {
                 entry.current = current;
             }
             None => {
+                self.next_id += 1;
                 self.files.insert(
                     key,
                     FileEntry {
+                        id: self.next_id,
                         kind,
                         hash,
                         current,
@@ -307,10 +323,12 @@ impl DeclLoader {
 
     /// Cross-file validation and the new snapshot. Linear in the number of
     /// declarations per round; a round only repeats when it rejected a file
-    /// version, which is rare and bounded by the number of files.
+    /// version, which is rare (a conflict or unknown server type in a newly
+    /// read version) and bounded by the number of files.
     fn build(&mut self) -> Snapshot {
         let paths: Vec<&PathBuf> = self.files.keys().collect();
         let entries: Vec<&FileEntry> = self.files.values().collect();
+        let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
         // For each file: is its current version a candidate (true) or only
         // its accepted one (false)?
         let mut use_current: Vec<bool> = entries.iter().map(|e| e.current.is_valid()).collect();
@@ -320,7 +338,10 @@ impl DeclLoader {
 
         loop {
             round_diags = Vec::new();
-            let mut rejected = vec![false; entries.len()];
+            // Per file: beaten in a conflict by these files, or wrong on
+            // its own terms (unknown server type, inconsistent disks).
+            let mut beaten_by: Vec<Vec<usize>> = vec![Vec::new(); entries.len()];
+            let mut intrinsic = vec![false; entries.len()];
             let version = |i: usize| -> Option<&Arc<FileDecls>> {
                 if use_current[i] {
                     Some(&entries[i].current)
@@ -335,7 +356,7 @@ impl DeclLoader {
                 let Some(v) = version(i) else { continue };
                 for st in &v.server_types {
                     let key = st.server_type.key.as_str();
-                    let incumbent = |file: usize| owners.server_type.get(key) == Some(paths[file]);
+                    let incumbent = |file: usize| owners.server_type.get(key) == Some(&ids[file]);
                     match st_win.get(key).copied() {
                         None => {
                             st_win.insert(key, (i, st));
@@ -356,7 +377,7 @@ impl DeclLoader {
                                     place(paths[winner.0], &winner.1.key_at)
                                 ),
                             ));
-                            rejected[li] = true;
+                            beaten_by[li].push(winner.0);
                         }
                     }
                 }
@@ -369,7 +390,7 @@ impl DeclLoader {
                 let Some(v) = version(i) else { continue };
                 for h in &v.hosts {
                     let name = &h.host.name;
-                    let name_incumbent = |file: usize| owners.host.get(name) == Some(paths[file]);
+                    let name_incumbent = |file: usize| owners.host.get(name) == Some(&ids[file]);
                     match name_win.get(name).copied() {
                         None => {
                             name_win.insert(name, (i, h));
@@ -389,13 +410,13 @@ impl DeclLoader {
                                     place(paths[winner.0], &winner.1.name_at)
                                 ),
                             ));
-                            rejected[loser.0] = true;
+                            beaten_by[loser.0].push(winner.0);
                         }
                     }
                     let mac = h.host.mac;
                     let mac_incumbent = |file: usize, d: &DeclaredHost| {
                         owners.mac.get(&mac) == Some(&d.host.name)
-                            && owners.host.get(&d.host.name) == Some(paths[file])
+                            && owners.host.get(&d.host.name) == Some(&ids[file])
                     };
                     match mac_win.get(&mac).copied() {
                         None => {
@@ -417,7 +438,7 @@ impl DeclLoader {
                                     place(paths[winner.0], &winner.1.mac_at)
                                 ),
                             ));
-                            rejected[loser.0] = true;
+                            beaten_by[loser.0].push(winner.0);
                         }
                     }
                 }
@@ -431,6 +452,9 @@ impl DeclLoader {
                 for h in &v.hosts {
                     let key = h.host.server_type.as_str();
                     match st_win.get(key) {
+                        // Without disk settings of its own a host inherits
+                        // the server type's, which were checked with it.
+                        Some(_) if h.host.disk == DiskSpec::default() => {}
                         Some((_, st)) => {
                             let merged = resolve_disk(&h.host, &st.server_type);
                             for (_, msg) in super::disk_conflicts(&merged) {
@@ -442,7 +466,7 @@ impl DeclLoader {
                                         h.host.name
                                     ),
                                 ));
-                                rejected[i] = true;
+                                intrinsic[i] = true;
                             }
                         }
                         None => {
@@ -459,7 +483,7 @@ impl DeclLoader {
                                 msg.push_str(" (no server types are defined)");
                             }
                             round_diags.push(diag_at(paths[i], &h.server_type_at, msg));
-                            rejected[i] = true;
+                            intrinsic[i] = true;
                         }
                     }
                 }
@@ -469,9 +493,18 @@ impl DeclLoader {
             // force; the file falls back to its accepted version and the
             // round runs again. Accepted versions are all incumbents, so they
             // never lose a conflict and the loop ends.
-            let newly: Vec<usize> = (0..entries.len())
-                .filter(|&i| rejected[i] && use_current[i])
+            //
+            // Only files beaten by a file that itself stands are rejected in
+            // this round: in a chain (c loses to b, b loses to a) c may well
+            // come into force once b falls back. When every loser was beaten
+            // by another loser (a cycle), all of them are rejected.
+            let loser = |i: usize| use_current[i] && (intrinsic[i] || !beaten_by[i].is_empty());
+            let mut newly: Vec<usize> = (0..entries.len())
+                .filter(|&i| loser(i) && (intrinsic[i] || beaten_by[i].iter().any(|&w| !loser(w))))
                 .collect();
+            if newly.is_empty() {
+                newly = (0..entries.len()).filter(|&i| loser(i)).collect();
+            }
             if newly.is_empty() {
                 break;
             }
@@ -491,6 +524,7 @@ impl DeclLoader {
         diagnostics.extend(round_diags);
 
         let mut snap = Snapshot::default();
+        let mut owners = Owners::default();
         for (i, entry) in entries.iter().enumerate() {
             let version = if use_current[i] {
                 Some(&entry.current)
@@ -519,10 +553,14 @@ impl DeclLoader {
             for h in &v.hosts {
                 snap.by_mac.insert(h.host.mac, h.host.name.clone());
                 snap.hosts.insert(h.host.name.clone(), h.host.clone());
+                owners.host.insert(h.host.name.clone(), entry.id);
             }
             for st in &v.server_types {
                 snap.server_types
                     .insert(st.server_type.key.clone(), st.server_type.clone());
+                owners
+                    .server_type
+                    .insert(st.server_type.key.clone(), entry.id);
             }
         }
         if let Some(d) = &self.dir_error {
@@ -549,19 +587,8 @@ impl DeclLoader {
         for (entry, acc) in self.files.values_mut().zip(accepted_now) {
             entry.accepted = acc;
         }
-        self.owners = Owners {
-            host: snap
-                .hosts
-                .iter()
-                .map(|(n, h)| (n.clone(), h.source.file.clone()))
-                .collect(),
-            mac: snap.by_mac.clone(),
-            server_type: snap
-                .server_types
-                .iter()
-                .map(|(k, st)| (k.clone(), st.source.file.clone()))
-                .collect(),
-        };
+        owners.mac = snap.by_mac.clone();
+        self.owners = owners;
         snap
     }
 }
