@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the stand-in "installed Proxmox system": an initrd (busybox, dropbear + libs,
-# bash and curl for the first-boot hook, the stand-in pvecm, /init =
+# the stand-in pvecm, /init =
 # vm-tests/standin/installed-init) and the two disk images the stand-in installer writes:
 # disk-bios.img.gz (MBR, FAT16, syslinux) and disk-efi.img.gz (GPT, ESP, systemd-boot),
-# each with the Debian kernel and that initrd. Both images are $DISK_MIB MiB: the
+# each with the Debian kernel, that initrd and extras.img (bash, curl + libraries for
+# the first-boot hook; a cpio unpacked by /init). Both images are $DISK_MIB MiB: the
 # harness gives every machine a disk of exactly that size.
 # Also creates the harness's observer SSH key ($WORK/keys/observer), baked in as an
 # operator key so the tests can look at the machine after the daemon is done with it.
@@ -30,11 +31,19 @@ need_file /usr/lib/syslinux/mbr/mbr.bin syslinux-common
 sdboot=$WORK/kernel/sdboot/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 need_file "$sdboot" "systemd-boot-efi (fetched by build/kernel.sh)"
 
-root=$out/root
-rm -rf "$out" && mkdir -p "$root"
-copy_with_libs "$root" "$(command -v bash)" "$(command -v curl)" "$(command -v dropbear)" "$(command -v dropbearkey)"
-[ -e "$root/bin/bash" ] || { mkdir -p "$root/bin"; ln -s "$(command -v bash)" "$root/bin/bash"; }
+root=$out/root extras=$out/extras
+rm -rf "$out" && mkdir -p "$root" "$extras"
+copy_with_libs "$root" "$(command -v dropbear)" "$(command -v dropbearkey)"
 busybox_root "$root"
+# bash and curl (for the first-boot hook) with their libraries go into an "extras"
+# archive on the FAT partition, unpacked by /init: firmware disk I/O under TCG is slow,
+# so the initrd the boot loader reads stays small.
+copy_with_libs "$extras" "$(command -v bash)" "$(command -v curl)"
+[ -e "$extras/bin/bash" ] || { mkdir -p "$extras/bin"; ln -s "$(command -v bash)" "$extras/bin/bash"; }
+(cd "$extras" && find . -type f) | while read -r f; do [ ! -e "$root/$f" ] || rm -f "$extras/$f"; done
+rm -f "$root/bin/bash" "$root/usr/bin/bash"
+pack_newc "$extras" "$out/extras.cpio.gz"
+rm -rf "$extras"
 add_modules "$root" "${STANDIN_MODULES[@]}"
 cp "$VM_TESTS_DIR/standin/installed-init" "$root/init"
 install -m 755 "$VM_TESTS_DIR/standin/pvecm" "$root/usr/bin/pvecm"
@@ -71,6 +80,7 @@ LABEL standin
 CFG
 mcopy -i "$img@@1M" "$vmlinuz" ::vmlinuz
 mcopy -i "$img@@1M" "$out/initrd.img" ::initrd.img
+mcopy -i "$img@@1M" "$out/extras.cpio.gz" ::extras.img
 mcopy -i "$img@@1M" "$out/syslinux.cfg" ::syslinux.cfg
 mmd -i "$img@@1M" ::standin
 syslinux --offset 1048576 --install "$img"
@@ -89,6 +99,7 @@ mcopy -i "$img@@1M" "$out/loader.conf" ::loader/loader.conf
 mcopy -i "$img@@1M" "$out/standin.conf" ::loader/entries/standin.conf
 mcopy -i "$img@@1M" "$vmlinuz" ::vmlinuz
 mcopy -i "$img@@1M" "$out/initrd.img" ::initrd.img
+mcopy -i "$img@@1M" "$out/extras.cpio.gz" ::extras.img
 gzip -9n "$img"
 rm -f "$out/syslinux.cfg" "$out/loader.conf" "$out/standin.conf"
 echo $DISK_MIB >"$out/disk-mib"

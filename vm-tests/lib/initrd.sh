@@ -48,4 +48,4 @@ pack_newc() {
 
 # shellcheck disable=SC2034 # used by the scripts that source this file
 STANDIN_MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-    failover net_failover virtio_net virtio_blk loop isofs fat vfat nls_cp437 nls_ascii qemu_fw_cfg)
+    failover net_failover virtio_net virtio_blk loop cdrom isofs fat vfat nls_cp437 nls_ascii qemu_fw_cfg)

@@ -267,7 +267,10 @@ pub fn check_fqdn(fqdn: &str) -> Result<(), String> {
         return Err(format!("Failed parsing answer file: invalid FQDN '{fqdn}'"));
     }
     if labels[0].bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("Failed parsing answer file: hostname '{}' is numeric", labels[0]));
+        return Err(format!(
+            "Failed parsing answer file: hostname '{}' is numeric",
+            labels[0]
+        ));
     }
     Ok(())
 }
@@ -282,7 +285,9 @@ fn verify(a: &Answer) -> Result<(), String> {
             return Err("`global.root_password` and `global.root_password_hashed` cannot be set at the same time".into());
         }
         (None, None) => {
-            return Err("One of `global.root_password` or `global.root_password_hashed` must be set".into());
+            return Err(
+                "One of `global.root_password` or `global.root_password_hashed` must be set".into(),
+            );
         }
         (Some(p), None) if p.len() < 8 => {
             return Err("`global.root_password` must be at least 8 characters long".into());
@@ -298,7 +303,9 @@ fn verify(a: &Answer) -> Result<(), String> {
     for k in &g.root_ssh_keys {
         let t = k.split_whitespace().next().unwrap_or("");
         if !(t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-")) {
-            return Err(format!("root-ssh-keys entry is not an OpenSSH public key: {k:?}"));
+            return Err(format!(
+                "root-ssh-keys entry is not an OpenSSH public key: {k:?}"
+            ));
         }
     }
 
@@ -311,13 +318,15 @@ fn verify(a: &Answer) -> Result<(), String> {
             ("filter", n.filter.is_some()),
         ] {
             if !set {
-                return Err(format!("Failed parsing answer file: Field '{name}' must be set."));
+                return Err(format!(
+                    "Failed parsing answer file: Field '{name}' must be set."
+                ));
             }
         }
         let cidr = n.cidr.as_deref().unwrap_or("");
-        let ok = cidr
-            .split_once('/')
-            .is_some_and(|(ip, len)| ip.parse::<IpAddr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128));
+        let ok = cidr.split_once('/').is_some_and(|(ip, len)| {
+            ip.parse::<IpAddr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128)
+        });
         if !ok {
             return Err(format!("Failed parsing answer file: invalid cidr '{cidr}'"));
         }
@@ -346,7 +355,9 @@ fn verify(a: &Answer) -> Result<(), String> {
     match d.filesystem {
         Filesystem::Ext4 | Filesystem::Xfs => {
             if d.zfs.is_some() || d.btrfs.is_some() {
-                return Err("Failed parsing answer file: make sure only 'lvm' options are set".into());
+                return Err(
+                    "Failed parsing answer file: make sure only 'lvm' options are set".into(),
+                );
             }
             if d.disk_list.len() > 1 {
                 return Err("Failed parsing answer file: make sure to define only one disk for ext4 and xfs".into());
@@ -354,18 +365,26 @@ fn verify(a: &Answer) -> Result<(), String> {
         }
         Filesystem::Zfs => {
             if d.lvm.is_some() || d.btrfs.is_some() {
-                return Err("Failed parsing answer file: make sure only 'zfs' options are set".into());
+                return Err(
+                    "Failed parsing answer file: make sure only 'zfs' options are set".into(),
+                );
             }
             if d.zfs.as_ref().is_none_or(|z| z.raid.is_none()) {
-                return Err("Failed parsing answer file: ZFS raid level 'zfs.raid' must be set".into());
+                return Err(
+                    "Failed parsing answer file: ZFS raid level 'zfs.raid' must be set".into(),
+                );
             }
         }
         Filesystem::Btrfs => {
             if d.zfs.is_some() || d.lvm.is_some() {
-                return Err("Failed parsing answer file: make sure only 'btrfs' options are set".into());
+                return Err(
+                    "Failed parsing answer file: make sure only 'btrfs' options are set".into(),
+                );
             }
             if d.btrfs.as_ref().is_none_or(|b| b.raid.is_none()) {
-                return Err("Failed parsing answer file: BTRFS raid level 'btrfs.raid' must be set".into());
+                return Err(
+                    "Failed parsing answer file: BTRFS raid level 'btrfs.raid' must be set".into(),
+                );
             }
         }
     }
@@ -376,7 +395,10 @@ fn verify(a: &Answer) -> Result<(), String> {
                 return Err("first-boot: 'url' must be set for source 'from-url'".into());
             }
             FirstBootSource::FromIso => {
-                return Err("first-boot: 'from-iso' needs a script baked into the ISO; this ISO has none".into());
+                return Err(
+                    "first-boot: 'from-iso' needs a script baked into the ISO; this ISO has none"
+                        .into(),
+                );
             }
             _ => {}
         }
@@ -425,10 +447,19 @@ url = "http://10.0.0.1:8080/api/hosts/x/first-boot-script"
     fn rejections() {
         let cases = [
             ("timezone = \"UTC\"", "timezone = \"UTC\"\nbogus = 1"),
-            ("root-password-hashed = \"$6$salt$hash\"", "root-password-hashed = \"$6$salt$hash\"\nroot-password = \"abcdefghij\""),
+            (
+                "root-password-hashed = \"$6$salt$hash\"",
+                "root-password-hashed = \"$6$salt$hash\"\nroot-password = \"abcdefghij\"",
+            ),
             ("root-password-hashed = \"$6$salt$hash\"", ""),
-            ("source = \"from-dhcp\"", "source = \"from-dhcp\"\ncidr = \"10.0.0.5/24\""),
-            ("disk-list = [\"vda\"]", "disk-list = [\"vda\"]\nfilter.ID_SERIAL = \"*\""),
+            (
+                "source = \"from-dhcp\"",
+                "source = \"from-dhcp\"\ncidr = \"10.0.0.5/24\"",
+            ),
+            (
+                "disk-list = [\"vda\"]",
+                "disk-list = [\"vda\"]\nfilter.ID_SERIAL = \"*\"",
+            ),
             ("disk-list = [\"vda\"]", ""),
             ("\"en-us\"", "\"us\""),
             ("\"ext4\"", "\"zfs\""),

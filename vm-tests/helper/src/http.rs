@@ -28,7 +28,9 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
         None => (rest, "/".to_string()),
     };
     let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-        let end = h.find(']').ok_or_else(|| format!("bad URL authority: {url}"))?;
+        let end = h
+            .find(']')
+            .ok_or_else(|| format!("bad URL authority: {url}"))?;
         let port = h[end + 1..].strip_prefix(':').unwrap_or("80");
         (h[..end].to_string(), port)
     } else {
@@ -37,7 +39,9 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
             None => (authority.to_string(), "80"),
         }
     };
-    let port = port.parse().map_err(|_| format!("bad port in URL: {url}"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("bad port in URL: {url}"))?;
     Ok(Url { host, port, path })
 }
 
@@ -82,7 +86,8 @@ pub fn request(
 
     let mut r = BufReader::new(s);
     let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| format!("reading status from {url}: {e}"))?;
+    r.read_line(&mut line)
+        .map_err(|e| format!("reading status from {url}: {e}"))?;
     let status: u16 = line
         .split_whitespace()
         .nth(1)
@@ -93,7 +98,8 @@ pub fn request(
     let mut content_type = String::new();
     loop {
         line.clear();
-        r.read_line(&mut line).map_err(|e| format!("reading headers from {url}: {e}"))?;
+        r.read_line(&mut line)
+            .map_err(|e| format!("reading headers from {url}: {e}"))?;
         let l = line.trim_end();
         if l.is_empty() {
             break;
@@ -112,23 +118,31 @@ pub fn request(
     if chunked {
         loop {
             line.clear();
-            r.read_line(&mut line).map_err(|e| format!("reading chunk from {url}: {e}"))?;
+            r.read_line(&mut line)
+                .map_err(|e| format!("reading chunk from {url}: {e}"))?;
             let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
                 .map_err(|_| format!("bad chunk size from {url}: {line:?}"))?;
             if size == 0 {
                 break;
             }
             let mut chunk = vec![0; size];
-            r.read_exact(&mut chunk).map_err(|e| format!("reading chunk from {url}: {e}"))?;
+            r.read_exact(&mut chunk)
+                .map_err(|e| format!("reading chunk from {url}: {e}"))?;
             body.extend_from_slice(&chunk);
             line.clear();
             r.read_line(&mut line).ok();
         }
     } else if let Some(n) = content_length {
         body.resize(n, 0);
-        r.read_exact(&mut body).map_err(|e| format!("reading body from {url}: {e}"))?;
+        r.read_exact(&mut body)
+            .map_err(|e| format!("reading body from {url}: {e}"))?;
     } else {
-        r.read_to_end(&mut body).map_err(|e| format!("reading body from {url}: {e}"))?;
+        r.read_to_end(&mut body)
+            .map_err(|e| format!("reading body from {url}: {e}"))?;
     }
-    Ok(Response { status, content_type, body })
+    Ok(Response {
+        status,
+        content_type,
+        body,
+    })
 }

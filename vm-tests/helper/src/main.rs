@@ -23,7 +23,9 @@ fn usage() -> String {
 }
 
 fn read_sys(p: &str) -> String {
-    fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
+    fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn dmi(f: &str) -> String {
@@ -39,7 +41,10 @@ fn nics() -> Vec<(String, String)> {
             if !Path::new(&format!("/sys/class/net/{name}/device")).exists() {
                 continue;
             }
-            out.push((name.clone(), read_sys(&format!("/sys/class/net/{name}/address"))));
+            out.push((
+                name.clone(),
+                read_sys(&format!("/sys/class/net/{name}/address")),
+            ));
         }
     }
     out.sort();
@@ -48,7 +53,11 @@ fn nics() -> Vec<(String, String)> {
 
 fn dmi_json(uuid_lowercase: bool) -> Value {
     let uuid = dmi("product_uuid");
-    let uuid = if uuid_lowercase { uuid.to_lowercase() } else { uuid };
+    let uuid = if uuid_lowercase {
+        uuid.to_lowercase()
+    } else {
+        uuid
+    };
     json!({
         "system": {"name": dmi("product_name"), "serial": dmi("product_serial"), "sku": dmi("product_sku"), "uuid": uuid},
         "baseboard": {"name": dmi("board_name"), "serial": dmi("board_serial"), "asset_tag": dmi("board_asset_tag")},
@@ -80,7 +89,10 @@ fn write_answer_outputs(a: &answer::Answer, raw: &str, outdir: &str) -> Result<(
     fs::write(format!("{outdir}/answer.toml"), raw).map_err(|e| e.to_string())?;
     let fqdn = match &a.global.fqdn {
         answer::Fqdn::Simple(f) => f.clone(),
-        answer::Fqdn::Extended(x) => format!("pve.{}", x.domain.clone().unwrap_or_else(|| "localdomain".into())),
+        answer::Fqdn::Extended(x) => format!(
+            "pve.{}",
+            x.domain.clone().unwrap_or_else(|| "localdomain".into())
+        ),
     };
     let mut keys = a.global.root_ssh_keys.join("\n");
     if !keys.is_empty() {
@@ -91,18 +103,32 @@ fn write_answer_outputs(a: &answer::Answer, raw: &str, outdir: &str) -> Result<(
     let disk = a.disk_setup.disk_list.first().cloned().unwrap_or_default();
     let mut env = String::new();
     env.push_str(&format!("ANSWER_FQDN={}\n", sq(&fqdn)));
-    env.push_str(&format!("ANSWER_HOSTNAME={}\n", sq(fqdn.split('.').next().unwrap_or(""))));
+    env.push_str(&format!(
+        "ANSWER_HOSTNAME={}\n",
+        sq(fqdn.split('.').next().unwrap_or(""))
+    ));
     env.push_str(&format!("ANSWER_FILESYSTEM={}\n", sq(&fs_name)));
     env.push_str(&format!("ANSWER_DISK={}\n", sq(&disk)));
-    env.push_str(&format!("ANSWER_REBOOT_ON_ERROR={}\n", a.global.reboot_on_error));
+    env.push_str(&format!(
+        "ANSWER_REBOOT_ON_ERROR={}\n",
+        a.global.reboot_on_error
+    ));
     let rm = match a.global.reboot_mode {
         answer::RebootMode::Reboot => "reboot",
         answer::RebootMode::PowerOff => "power-off",
     };
     env.push_str(&format!("ANSWER_REBOOT_MODE={rm}\n"));
-    let wh = a.post_installation_webhook.as_ref().map(|w| w.url.clone()).unwrap_or_default();
+    let wh = a
+        .post_installation_webhook
+        .as_ref()
+        .map(|w| w.url.clone())
+        .unwrap_or_default();
     env.push_str(&format!("ANSWER_WEBHOOK_URL={}\n", sq(&wh)));
-    let fb = a.first_boot.as_ref().and_then(|f| f.url.clone()).unwrap_or_default();
+    let fb = a
+        .first_boot
+        .as_ref()
+        .and_then(|f| f.url.clone())
+        .unwrap_or_default();
     env.push_str(&format!("ANSWER_FIRST_BOOT_URL={}\n", sq(&fb)));
     fs::write(format!("{outdir}/answer.env"), env).map_err(|e| e.to_string())
 }
@@ -111,12 +137,18 @@ fn run(args: &[String]) -> Result<(), String> {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     match a.as_slice() {
         ["sysinfo"] => {
-            println!("{}", serde_json::to_string_pretty(&sysinfo()).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&sysinfo()).map_err(|e| e.to_string())?
+            );
             Ok(())
         }
         ["fetch-answer", url, outdir] => {
             let body = serde_json::to_vec(&sysinfo()).map_err(|e| e.to_string())?;
-            eprintln!("standin: POST {url} (system information, {} bytes)", body.len());
+            eprintln!(
+                "standin: POST {url} (system information, {} bytes)",
+                body.len()
+            );
             let r = http::request("POST", url, Some("application/json"), &body, TIMEOUT)
                 .map_err(|e| format!("Failed to retrieve answer file: {e}"))?;
             if !(200..300).contains(&r.status) {
@@ -157,7 +189,12 @@ fn run(args: &[String]) -> Result<(), String> {
             let m: Mode = toml::from_str(&text).map_err(|e| format!("invalid {file}: {e}"))?;
             match m.mode.as_str() {
                 "http" => {}
-                "iso" | "partition" => return Err(format!("mode '{}' is not supported by the stand-in", m.mode)),
+                "iso" | "partition" => {
+                    return Err(format!(
+                        "mode '{}' is not supported by the stand-in",
+                        m.mode
+                    ));
+                }
                 other => return Err(format!("invalid {file}: unknown mode '{other}'")),
             }
             let url = m
@@ -178,7 +215,10 @@ fn run(args: &[String]) -> Result<(), String> {
                 return Err(format!("GET {url}: HTTP status {}", r.status));
             }
             if r.body.len() > MAX_FIRST_BOOT {
-                return Err(format!("GET {url}: {} bytes exceeds the 1 MiB limit", r.body.len()));
+                return Err(format!(
+                    "GET {url}: {} bytes exceeds the 1 MiB limit",
+                    r.body.len()
+                ));
             }
             fs::write(out, r.body).map_err(|e| format!("{out}: {e}"))
         }
@@ -187,11 +227,25 @@ fn run(args: &[String]) -> Result<(), String> {
             let r = http::request("POST", url, Some("application/json"), &body, TIMEOUT)?;
             eprintln!("standin: POST {url} -> {}", r.status);
             if !(200..300).contains(&r.status) {
-                return Err(format!("POST {url}: HTTP status {}: {}", r.status, String::from_utf8_lossy(&r.body)));
+                return Err(format!(
+                    "POST {url}: HTTP status {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
             }
             Ok(())
         }
-        ["webhook", url, fqdn, boot_mode, ed_pub, mgmt_if, mgmt_cidr, machine_id, reboot_mode] => {
+        [
+            "webhook",
+            url,
+            fqdn,
+            boot_mode,
+            ed_pub,
+            mgmt_if,
+            mgmt_cidr,
+            machine_id,
+            reboot_mode,
+        ] => {
             let ed = fs::read_to_string(ed_pub).map_err(|e| format!("{ed_pub}: {e}"))?;
             let nets: Vec<Value> = nics()
                 .into_iter()
@@ -228,7 +282,11 @@ fn run(args: &[String]) -> Result<(), String> {
             eprintln!("standin: post-installation webhook {url} -> {}", r.status);
             if !(200..300).contains(&r.status) {
                 // The real installer logs a failed webhook and carries on.
-                eprintln!("standin: webhook answered {}: {}", r.status, String::from_utf8_lossy(&r.body));
+                eprintln!(
+                    "standin: webhook answered {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                );
             }
             Ok(())
         }

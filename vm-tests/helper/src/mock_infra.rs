@@ -43,14 +43,22 @@ fn handle(s: TcpStream, store: &mut HashMap<String, String>, log: &str) -> std::
     let mut body = vec![0; len.min(1 << 20)];
     r.read_exact(&mut body)?;
     let body = String::from_utf8_lossy(&body).to_string();
-    let entry = serde_json::json!({"method": method, "path": path, "authorization": auth, "body": body});
+    let entry =
+        serde_json::json!({"method": method, "path": path, "authorization": auth, "body": body});
     if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log) {
         let _ = writeln!(f, "{entry}");
     }
     let (status, resp) = match method.as_str() {
         "PUT" | "POST" | "PATCH" => {
             store.insert(path, body.clone());
-            ("200 OK", if body.is_empty() { "{}".to_string() } else { body })
+            (
+                "200 OK",
+                if body.is_empty() {
+                    "{}".to_string()
+                } else {
+                    body
+                },
+            )
         }
         "GET" => match store.get(&path) {
             Some(b) => ("200 OK", b.clone()),
