@@ -36,12 +36,15 @@ export SMOKE_STATE=$run/state SMOKE_SERVER=$server
 www=$run/www
 ln -s "$KERNEL" "$www/vmlinuz"
 ln -s "$INSTALLER_INITRD" "$www/initrd.img"
-mkdir -p "$run/overlay" && cp "$VM_TESTS_DIR/smoke/pxe-init" "$run/overlay/pxe-init"
-(cd "$run/overlay" && echo pxe-init | cpio -o -H newc -R 0:0 --quiet | gzip -9n) >"$www/overlay.cpio.gz"
+# the repo's pxe-init overlay, packed like `provisioning overlay build` packs it
+[ -x "$REPO_DIR/overlay/pxe-init" ] || die "missing $REPO_DIR/overlay/pxe-init"
+(cd "$REPO_DIR/overlay" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -9n) >"$www/overlay.cpio.gz"
 printf 'mode = "http"\n\n[http]\nurl = "http://%s/cgi-bin/answer"\n' "$server" >"$run/auto-installer-mode.toml"
 uuid=$(xorriso -indev "$ISO" -report_system_area cmd 2>/dev/null | sed -n "s/^-volume_date uuid '\(.*\)'/\1/p")
 xorriso -report_about WARNING -indev "$ISO" -outdev "$www/proxmox.iso" -boot_image any keep \
     -volume_date uuid "$uuid" -map "$run/auto-installer-mode.toml" /auto-installer-mode.toml 2>/dev/null
+export SMOKE_ISO_SHA256
+SMOKE_ISO_SHA256=$(sha256sum "$www/proxmox.iso" | cut -d' ' -f1)
 cp "$VM_TESTS_DIR"/smoke/cgi-bin/* "$www/cgi-bin/"
 sed "s/SMOKE_SERVER/$server/" "$VM_TESTS_DIR/smoke/first-boot.sh" >"$www/first-boot.sh"
 ssh-keygen -q -t ed25519 -N '' -C ephemeral -f "$run/state/ephemeral"
@@ -85,7 +88,7 @@ for mode in "${modes[@]}"; do
 done
 
 # wait for each machine's milestones on its serial console
-markers=("smoke-pxe-init: start" "standin-installer: start" "standin-installer: webhook sent" "standin-installed: start"
+markers=("pxe-init: attempt 1" "standin-installer: start" "standin-installer: webhook sent" "standin-installed: start"
     "standin-installed: ssh ready" "standin-installed: first-boot hook done")
 labels=("pxe-init" "installer" "installed" "disk-boot" "ssh" "first-boot")
 declare -A seen

@@ -76,7 +76,7 @@ DEFAULT standin
 LABEL standin
   LINUX /vmlinuz
   INITRD /initrd.img
-  APPEND console=ttyS0 panic=-1
+  APPEND console=ttyS0 no_timer_check panic=-1
 CFG
 mcopy -i "$img@@1M" "$vmlinuz" ::vmlinuz
 mcopy -i "$img@@1M" "$out/initrd.img" ::initrd.img
@@ -92,7 +92,7 @@ truncate -s ${DISK_MIB}M "$img"
 printf 'label: gpt\nstart=2048, size=%s, type=U\n' $((part_kib * 2)) | sfdisk -q "$img"
 mkfs.vfat -F 32 -s 1 -h 2048 --offset 2048 -n STANDIN "$img" $part_kib >/dev/null 2>&1
 printf 'timeout 0\ndefault standin.conf\n' >"$out/loader.conf"
-printf 'title standin installed system\nlinux /vmlinuz\ninitrd /initrd.img\noptions console=ttyS0 panic=-1\n' >"$out/standin.conf"
+printf 'title standin installed system\nlinux /vmlinuz\ninitrd /initrd.img\noptions console=ttyS0 no_timer_check panic=-1\n' >"$out/standin.conf"
 mmd -i "$img@@1M" ::EFI ::EFI/BOOT ::loader ::loader/entries ::standin
 mcopy -i "$img@@1M" "$sdboot" ::EFI/BOOT/BOOTX64.EFI
 mcopy -i "$img@@1M" "$out/loader.conf" ::loader/loader.conf

@@ -7,7 +7,7 @@
 #         indices, and OVMF's own IPv4/IPv6 PXE/HTTP boot options turned off so that an
 #         `exit 1` from iPXE reaches the disk at once instead of after minutes.
 # No -no-reboot: the installer reboots into the installed system inside the same QEMU.
-# The serial console goes to <dir>/<name>.serial. The disk is created (raw, zeroed,
+# The serial console goes to <dir>/<name>.serial (or $QEMU_SERIAL). The disk is created (raw, zeroed,
 # <disk-mib> MiB) when missing.
 #
 # usage: qemu.sh <netns> <name> <bios|efi> <mac> <tap> <disk.raw> <disk-mib> <dir> <uuid> [extra qemu args...]
@@ -23,7 +23,7 @@ mkdir -p "$dir"
 [ -f "$disk" ] || truncate -s "${disk_mib}M" "$disk"
 
 args=(-name "$name" -accel tcg -m 768 -smp 1 -display none -vga none -monitor none
-    -serial "file:$dir/$name.serial"
+    -serial "file:${QEMU_SERIAL:-$dir/$name.serial}"
     -smbios "type=1,manufacturer=QEMU,product=Standard PC,serial=standin-$name,uuid=$uuid"
     -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no"
     -device "virtio-net-pci,netdev=n0,mac=$mac,bootindex=1"
