@@ -141,7 +141,8 @@ fn infra_writes(d: &Daemon) -> usize {
         .count()
 }
 
-/// 1. BIOS machine to ready; second power-on boots the disk. 7. Rebuild it.
+/// Scenarios 1 (BIOS machine to ready; a second power-on boots the disk) and 7
+/// (rebuild of the ready host).
 fn s1_bios_then_s7_rebuild(rep: &mut Report, run7: bool) {
     let mut net = Net::up("s1");
     let d = Daemon::start(&net);
@@ -218,7 +219,7 @@ fn s1_bios_then_s7_rebuild(rep: &mut Report, run7: bool) {
     );
 }
 
-/// 2. UEFI machine to ready.
+/// Scenario 2, UEFI machine to ready.
 fn s2_uefi(rep: &mut Report) {
     let mut net = Net::up("s2");
     let d = Daemon::start(&net);
@@ -240,7 +241,7 @@ fn s2_uefi(rep: &mut Report) {
     assert_eq!(infra_writes(&d), 1);
 }
 
-/// 3. Three machines at once.
+/// Scenario 3, three machines at once.
 fn s3_three(rep: &mut Report) {
     let mut net = Net::up("s3");
     let d = Daemon::start(&net);
@@ -284,8 +285,8 @@ fn s3_three(rep: &mut Report) {
     assert_eq!(infra_writes(&d), 3);
 }
 
-/// 4. Unknown MAC: boots its (already installed) disk, gets no answer, and its disk is
-/// byte-identical afterwards.
+/// Scenario 4, unknown MAC: boots its (already installed) disk, gets no answer, and
+/// its disk is byte-identical afterwards.
 fn s4_unknown(rep: &mut Report) {
     let a = artefacts();
     let mut net = Net::up("s4");
@@ -344,8 +345,8 @@ fn s4_unknown(rep: &mut Report) {
     });
 }
 
-/// 5. The installer reports an error: failed with the reason; raising rebuild
-/// recovers it.
+/// Scenario 5, the installer reports an error: failed with the reason; raising
+/// rebuild recovers it.
 fn s5_installer_fails(rep: &mut Report) {
     let mut net = Net::up("s5");
     let d = Daemon::start(&net);
@@ -380,8 +381,8 @@ fn s5_installer_fails(rep: &mut Report) {
     assert_joined_and_clean(&d, &net, &m);
 }
 
-/// 6. SIGKILL of the daemon while a machine is installing; restart → ready, one
-/// install.
+/// Scenario 6, SIGKILL of the daemon while a machine is installing; restart →
+/// ready, one install.
 fn s6_daemon_killed(rep: &mut Report) {
     let mut net = Net::up("s6");
     let mut d = Daemon::start(&net);

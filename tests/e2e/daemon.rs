@@ -186,10 +186,10 @@ deadlines:
             "the daemon's /healthz",
             Duration::from_secs(60),
             || {
-                if let Some(c) = &mut self.child {
-                    if let Ok(Some(st)) = c.try_wait() {
-                        panic!("the daemon exited ({st})\n{}", tail(&self.log, 60));
-                    }
+                if let Some(c) = &mut self.child
+                    && let Ok(Some(st)) = c.try_wait()
+                {
+                    panic!("the daemon exited ({st})\n{}", tail(&self.log, 60));
                 }
                 net.http_get(&url).filter(|(c, _)| *c == 200)
             },
@@ -311,10 +311,10 @@ deadlines:
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if let Ok(bytes) = fs::read(&p) {
-                    if bytes.windows(needle.len()).any(|w| w == needle) {
-                        hits.push(p);
-                    }
+                } else if let Ok(bytes) = fs::read(&p)
+                    && bytes.windows(needle.len()).any(|w| w == needle)
+                {
+                    hits.push(p);
                 }
             }
         }
