@@ -151,6 +151,7 @@ fn s1_bios_then_s7_rebuild(rep: &mut Report, run7: bool) {
     let t0 = e2e::now_ms();
     d.declare(host, &m.mac, 1);
     d.wait_state(&net, host, "pxe_ready", ARMED, ctx(&[]));
+    d.ensure_armed_in_dnsmasq(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "ready", READY, || m.context());
     rep.add(
@@ -190,6 +191,7 @@ fn s1_bios_then_s7_rebuild(rep: &mut Report, run7: bool) {
     let t1 = e2e::now_ms();
     d.declare(host, &m.mac, 2);
     d.wait_state(&net, host, "pxe_ready", ARMED, || m.context());
+    d.ensure_armed_in_dnsmasq(&m.mac);
     m.power_off();
     m.power_on();
     d.wait_state(&net, host, "ready", READY, || m.context());
@@ -228,6 +230,7 @@ fn s2_uefi(rep: &mut Report) {
     let t0 = e2e::now_ms();
     d.declare(host, &m.mac, 1);
     d.wait_state(&net, host, "pxe_ready", ARMED, ctx(&[]));
+    d.ensure_armed_in_dnsmasq(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "ready", READY, || m.context());
     rep.add(
@@ -255,7 +258,7 @@ fn s3_three(rep: &mut Report) {
     for (i, m) in ms.iter().enumerate() {
         d.declare(&format!("e2e-three-{}", i + 1), &m.mac, 1);
     }
-    for i in 0..ms.len() {
+    for (i, m) in ms.iter().enumerate() {
         d.wait_state(
             &net,
             &format!("e2e-three-{}", i + 1),
@@ -263,6 +266,7 @@ fn s3_three(rep: &mut Report) {
             ARMED,
             ctx(&[]),
         );
+        d.ensure_armed_in_dnsmasq(&m.mac);
     }
     for m in ms.iter_mut() {
         m.power_on();
@@ -355,6 +359,7 @@ fn s5_installer_fails(rep: &mut Report) {
     m.fw_cfg.push(("fail".into(), "disk".into()));
     d.declare(host, &m.mac, 1);
     d.wait_state(&net, host, "pxe_ready", ARMED, ctx(&[]));
+    d.ensure_armed_in_dnsmasq(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "failed", READY, || m.context());
     let h = d.host(&net, host).expect("host");
@@ -369,6 +374,7 @@ fn s5_installer_fails(rep: &mut Report) {
     let t1 = e2e::now_ms();
     d.declare(host, &m.mac, 2);
     d.wait_state(&net, host, "pxe_ready", ARMED, || m.context());
+    d.ensure_armed_in_dnsmasq(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "ready", READY, || m.context());
     rep.add(
@@ -392,6 +398,7 @@ fn s6_daemon_killed(rep: &mut Report) {
     let t0 = e2e::now_ms();
     d.declare(host, &m.mac, 1);
     d.wait_state(&net, host, "pxe_ready", ARMED, ctx(&[]));
+    d.ensure_armed_in_dnsmasq(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "installing", READY, || m.context());
     d.kill9();
@@ -463,6 +470,11 @@ fn e2e_scenarios() {
                 .unwrap_or_else(|| "panic".into())
         });
         rep.results.push((name.to_string(), res, start.elapsed()));
+    }
+    if let Ok(notes) = e2e::daemon::NOTES.lock() {
+        for n in notes.iter() {
+            rep.notes.push(n.clone());
+        }
     }
     rep.print(&artefacts().work.join("timings.txt"));
     let failed: Vec<String> = rep

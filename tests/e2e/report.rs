@@ -19,6 +19,8 @@ pub struct Row {
 pub struct Report {
     pub rows: Vec<Row>,
     pub results: Vec<(String, Result<(), String>, Duration)>,
+    /// Workarounds the harness applied (missing daemon features).
+    pub notes: Vec<String>,
 }
 
 /// The first transition into `state` at or after `after_ms`.
@@ -90,6 +92,9 @@ impl Report {
             }
         }
         s.push_str(&format!("total {:.0} s\n", total.as_secs_f64()));
+        for n in &self.notes {
+            s.push_str(&format!("NOTE (harness workaround): {n}\n"));
+        }
         s
     }
 
