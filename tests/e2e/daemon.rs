@@ -336,6 +336,7 @@ deadlines:
         ctx: impl Fn() -> String,
     ) {
         let start = std::time::Instant::now();
+        let start_ms = super::now_ms();
         wait_for(
             &format!("host {name} to reach {state}"),
             timeout,
@@ -343,6 +344,10 @@ deadlines:
                 let s = self.state_of(net, name)?;
                 if s == "failed" && state != "failed" {
                     let h = self.host(net, name).unwrap_or_default();
+                    // an old failure (before this wait) is what a rebuild recovers from
+                    if h["since_ms"].as_i64().unwrap_or(0) < start_ms {
+                        return None;
+                    }
                     panic!(
                         "host {name} failed: {}\n{}\n{}",
                         h["last_error"],
