@@ -170,7 +170,9 @@ pub async fn run(
                 let snap = snapshot.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let r = Reconciler::new(deadlines(&settings));
-                    let out = r.reconcile_all(&snap, &st, now_ms(), &new_rebuild);
+                    let out = r.try_reconcile_all(&snap, &st, now_ms(), &|h, g| {
+                        crate::reconcile::fresh_secrets(h, g)
+                    });
                     if let Ok(applied) = &out {
                         wake(&settings, &st, &snap, applied);
                     }
@@ -196,6 +198,14 @@ pub async fn run(
         });
     }
 
+    let dnsmasq_status = start_dnsmasq(
+        &settings,
+        store.clone(),
+        snap_rx.clone(),
+        stopping_rx.clone(),
+    )
+    .await?;
+
     if let Some(interval) = systemd::watchdog_interval() {
         tokio::spawn(async move {
             let mut t = tokio::time::interval(interval);
@@ -214,6 +224,7 @@ pub async fn run(
         boot: Arc::new(boot),
         boot_requests: Arc::new(crate::server::BootRequests::default()),
         stopping: stopping_rx.clone(),
+        dnsmasq: dnsmasq_status,
     };
     let state_stopping = stopping_rx;
     let router = server::app(state);
@@ -325,6 +336,14 @@ pub fn dnsmasq_params(settings: &Settings) -> Option<crate::boot::dnsmasq::Dnsma
         pxe.hostsdir.clone(),
     );
     p.discover_unknown = pxe.discover_unknown;
+    // A spawned dnsmasq keeps our user: its default (`nobody`) could not
+    // read the hostsdir inside our private state directory.
+    if pxe.dnsmasq == crate::settings::DnsmasqMode::Spawn {
+        p.user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+    }
     Some(p)
 }
 
@@ -434,31 +453,6 @@ fn cached_sha256(iso: &std::path::Path, state_dir: &std::path::Path) -> anyhow::
     Ok(hex)
 }
 
-/// Secrets for a new rebuild: an ephemeral ed25519 key pair. The callback
-/// token is generated later, when the answer is served; until then the
-/// stored hash is of a random value nobody knows.
-pub fn new_rebuild(host: &crate::decl::Host, generation: u64) -> crate::store::NewRebuild {
-    use crate::secrets::{EphemeralKey, Token, ephemeral_key_comment};
-    let placeholder = Token::generate().map(|t| t.hash()).unwrap_or([0u8; 32]);
-    match EphemeralKey::generate(&ephemeral_key_comment(host.name.as_str(), generation)) {
-        Ok(key) => crate::store::NewRebuild {
-            token_hash: placeholder,
-            public_key: key.public_openssh().to_string(),
-            private_key: key.private_openssh().expose().to_string(),
-        },
-        Err(e) => {
-            // Only an OS random-number failure gets here; the rebuild then
-            // cannot be answered and fails on its deadline, visibly.
-            tracing::error!(host = %host.name, error = %e, "cannot generate the ephemeral key");
-            crate::store::NewRebuild {
-                token_hash: placeholder,
-                public_key: String::new(),
-                private_key: String::new(),
-            }
-        }
-    }
-}
-
 /// Sends Wake-on-LAN for hosts whose rebuild just started and that asked
 /// for it, and records each packet in the history.
 fn wake(
@@ -494,4 +488,99 @@ fn wake(
             tracing::warn!(host = %name, error = %e, "cannot record the Wake-on-LAN note");
         }
     }
+}
+
+/// Keeps dnsmasq's `dhcp-hostsdir` equal to the declared MACs and, with
+/// `pxe.dnsmasq: spawn`, runs dnsmasq as a supervised child (config written
+/// to the state directory and checked with `dnsmasq --test` first). MACs that
+/// dnsmasq saw but nobody declared are recorded when discovery is on.
+async fn start_dnsmasq(
+    settings: &Settings,
+    store: Arc<Store>,
+    mut snap_rx: tokio_watch::Receiver<Arc<Snapshot>>,
+    stopping: tokio_watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio_watch::Receiver<crate::boot::dnsmasq::DnsmasqStatus>>> {
+    use crate::boot::dnsmasq;
+    use crate::settings::DnsmasqMode;
+    let (Some(pxe), Some(params)) = (settings.pxe.clone(), dnsmasq_params(settings)) else {
+        return Ok(None);
+    };
+    if pxe.dnsmasq == DnsmasqMode::Off {
+        return Ok(None);
+    }
+    let mut handle = None;
+    if pxe.dnsmasq == DnsmasqMode::Spawn {
+        dnsmasq::prepare_runtime(&params).context("dnsmasq cannot start")?;
+        let conf = settings.paths.state_dir.join("dnsmasq.conf");
+        let text = dnsmasq::render_config(&params)?;
+        std::fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))?;
+        dnsmasq::test_config(&pxe.dnsmasq_binary, &conf)
+            .await
+            .context("the rendered dnsmasq configuration does not pass `dnsmasq --test`")?;
+        let (h, sup) =
+            dnsmasq::supervisor(dnsmasq::SpawnParams::new(pxe.dnsmasq_binary.clone(), conf));
+        let mut stop = stopping.clone();
+        tokio::spawn(sup.run(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        handle = Some(h);
+    } else {
+        std::fs::create_dir_all(&pxe.hostsdir)
+            .with_context(|| format!("cannot create pxe.hostsdir {}", pxe.hostsdir.display()))?;
+    }
+    let status = handle.as_ref().map(|h| h.status.clone());
+    // Take the seen-MAC receiver out of the handle (a dummy stays behind) so
+    // that waiting on it never blocks a restart request.
+    let seen = handle
+        .as_mut()
+        .map(|h| std::mem::replace(&mut h.seen, tokio::sync::mpsc::channel(1).1));
+    let restart = handle;
+    if let Some(mut seen) = seen {
+        let store = store.clone();
+        let snap_rx = snap_rx.clone();
+        let discover = pxe.discover_unknown;
+        tokio::spawn(async move {
+            while let Some(seen) = seen.recv().await {
+                let declared = snap_rx.borrow().by_mac.contains_key(&seen.mac);
+                if !declared
+                    && discover
+                    && let Err(e) = store.record_unknown_mac(&seen.mac.to_string())
+                {
+                    tracing::warn!(mac = %seen.mac, error = %e, "cannot record an unknown machine");
+                }
+            }
+        });
+    }
+    // The hostsdir follows the snapshot.
+    let dir = pxe.hostsdir.clone();
+    tokio::spawn(async move {
+        loop {
+            let macs: Vec<crate::mac::MacAddr> = {
+                let snap = snap_rx.borrow_and_update();
+                let mut m: Vec<_> = snap.by_mac.keys().copied().collect();
+                m.sort();
+                m
+            };
+            let entries: Vec<(crate::mac::MacAddr, Option<&str>)> =
+                macs.iter().map(|m| (*m, None)).collect();
+            match dnsmasq::write_hostsdir(&dir, &entries) {
+                Ok(change) => {
+                    if change.removed > 0
+                        && let Some(h) = &restart
+                    {
+                        tracing::info!(
+                            removed = change.removed,
+                            "MACs removed from the hostsdir: restarting dnsmasq"
+                        );
+                        h.request_restart();
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot write the dnsmasq hostsdir"),
+            }
+            if snap_rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(status)
 }

@@ -328,16 +328,12 @@ async fn answer_file(State(st): State<AppState>, headers: HeaderMap, body: Bytes
     };
     let update = OperationUpdate {
         dmi_uuid: uuid.clone(),
-        token_hash: Some(token.hash()),
         ..OperationUpdate::default()
     };
-    match st.store.apply_with(
-        &name,
-        op_id,
-        EventKind::AnswerServed,
-        "answer file served",
-        update,
-    ) {
+    match st
+        .store
+        .serve_answer(&name, op_id, token.hash(), update, "answer file served")
+    {
         Ok(t) => {
             tracing::info!(host = %name, state = %t.to, operation = op_id, "answer file served");
             count(&st, "answer", "served");

@@ -36,6 +36,8 @@ pub struct AppState {
     /// Turns true when the daemon stops: long-lived responses (the event
     /// stream) end so that graceful shutdown does not wait for them.
     pub stopping: watch::Receiver<bool>,
+    /// The supervised dnsmasq's status (`pxe.dnsmasq: spawn` only).
+    pub dnsmasq: Option<watch::Receiver<crate::boot::dnsmasq::DnsmasqStatus>>,
 }
 
 /// Boot-flow requests by endpoint and outcome (refusals included).
