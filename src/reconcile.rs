@@ -414,8 +414,9 @@ enum StepError {
 /// Fresh secrets for rebuild `generation` of `host`: an ed25519 key pair
 /// (comment [`crate::secrets::ephemeral_key_comment`]) and the hash of a
 /// random token. The token text is dropped on purpose: the machine gets
-/// its token with the answer file, minted by the answer handler through
-/// [`Store::serve_answer`]; this hash only makes sure no token works before.
+/// its token with the answer file, minted by the answer handler (which
+/// stores its hash with the `AnswerServed` transition, see
+/// [`Store::serve_answer`]); this hash only makes sure no token works before.
 pub fn fresh_secrets(host: &Host, generation: u64) -> Result<NewRebuild, SecretsError> {
     let key = EphemeralKey::generate(&ephemeral_key_comment(host.name.as_str(), generation))?;
     Ok(NewRebuild {

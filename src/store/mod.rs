@@ -210,7 +210,7 @@ impl fmt::Debug for NewRebuild {
 }
 
 /// Facts learned during a rebuild; `None` fields are left unchanged.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct OperationUpdate {
     pub dmi_uuid: Option<String>,
     pub machine_id: Option<String>,
@@ -218,6 +218,20 @@ pub struct OperationUpdate {
     pub ssh_host_keys: Option<serde_json::Value>,
     pub phone_home_ip: Option<String>,
     pub hardware_id: Option<String>,
+}
+
+impl fmt::Debug for OperationUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperationUpdate")
+            .field("dmi_uuid", &self.dmi_uuid)
+            .field("machine_id", &self.machine_id)
+            .field("mgmt_address", &self.mgmt_address)
+            .field("ssh_host_keys", &self.ssh_host_keys)
+            .field("phone_home_ip", &self.phone_home_ip)
+            .field("hardware_id", &self.hardware_id)
+            .field("token_hash", &self.token_hash.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -817,14 +831,11 @@ impl Store {
         self.apply_with_at(name, operation, event, cause, extra, self.now_ms())
     }
 
-    /// The answer file is being served: applies `AnswerServed` (allowed
-    /// once per rebuild, from `pxe_ready` or `pxe_booted`), marks the
-    /// answer served, records `update` (the DMI UUID) and replaces the
-    /// rebuild's token hash with `token_hash`, all in one transaction.
-    ///
-    /// The token text goes into the answer (webhook and first-boot URLs),
-    /// and the store keeps only hashes, so the handler mints the token
-    /// here, at the one moment it can hand it out.
+    /// The answer file is being served: `AnswerServed` (allowed once per
+    /// rebuild, from `pxe_ready` or `pxe_booted`) with the answer marked
+    /// served, `update` recorded and the token hash replaced by the hash of
+    /// the token minted for this answer, in one transaction. The token text
+    /// only ever exists in the answer sent to the installer.
     pub fn serve_answer(
         &self,
         name: &str,
@@ -833,19 +844,11 @@ impl Store {
         update: OperationUpdate,
         cause: &str,
     ) -> Result<TransitionRecord> {
-        let extra = Extra {
-            update,
+        let update = OperationUpdate {
             token_hash: Some(token_hash),
-            ..Extra::default()
+            ..update
         };
-        self.apply_with_at(
-            name,
-            operation,
-            EventKind::AnswerServed,
-            cause,
-            extra,
-            self.now_ms(),
-        )
+        self.apply_with(name, operation, EventKind::AnswerServed, cause, update)
     }
 
     /// Fails the host's rebuild for a missed deadline, but only if it is
@@ -882,7 +885,6 @@ impl Store {
         let Extra {
             expect_state,
             update,
-            token_hash,
         } = extra;
         self.write(|tx, events| {
             let host =
@@ -899,12 +901,6 @@ impl Store {
             let to =
                 crate::state::next(host.state, event).ok_or_else(|| not_allowed(&host, event))?;
             update_operation_in(tx, operation, &update)?;
-            if let Some(hash) = token_hash {
-                tx.execute(
-                    "UPDATE operations SET token_hash = ?2 WHERE id = ?1",
-                    params![operation, &hash[..]],
-                )?;
-            }
             match event {
                 EventKind::Completed => {
                     end_operation(tx, operation, Outcome::Ready, None, now_ms)?;
@@ -1199,8 +1195,6 @@ struct Extra {
     /// Refuse (as not allowed) unless the host is in this state.
     expect_state: Option<HostState>,
     update: OperationUpdate,
-    /// Replace the operation's token hash.
-    token_hash: Option<[u8; 32]>,
 }
 
 /// Fails unless operation `id` exists and is open.
