@@ -1,5 +1,5 @@
 //! Read-only JSON API: `/api/hosts`, `/api/hosts/{name}`,
-//! `/api/diagnostics`, `/healthz`. Never writes.
+//! `/api/diagnostics`, `/api/unknown-machines`, `/healthz`. Never writes.
 
 use super::AppState;
 use crate::decl::{Diagnostic, HostName, Snapshot};
@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/hosts", get(list_hosts))
         .route("/api/hosts/{name}", get(one_host))
         .route("/api/diagnostics", get(diagnostics))
+        .route("/api/unknown-machines", get(unknown_machines))
 }
 
 /// One host as the API shows it: the declaration joined with the observed
@@ -163,4 +164,15 @@ async fn one_host(State(st): State<AppState>, Path(name): Path<String>) -> Respo
 
 async fn diagnostics(State(st): State<AppState>) -> Json<Vec<Diagnostic>> {
     Json(st.snapshot.borrow().diagnostics.clone())
+}
+
+/// Machines that PXE-booted without a declaration (`pxe.discover_unknown`),
+/// most recently seen first.
+async fn unknown_machines(State(st): State<AppState>) -> Response {
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.unknown_machines()).await {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
 }
