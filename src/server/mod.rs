@@ -80,18 +80,14 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Paths of the callbacks carry a token as their last segment
-/// (`/api/hosts/{name}/installed/{token}`): never log it.
+/// (`/api/hosts/{name}/installed/{token}`): never log it. Anything below
+/// `/api/hosts/{name}/{endpoint}/` is redacted, however the client spells
+/// the path (a trailing slash or doubled slashes must not reveal a token
+/// that the router then refuses).
 pub fn redact_path(path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').collect();
-    if segments.len() == 6
-        && segments[1] == "api"
-        && segments[2] == "hosts"
-        && matches!(
-            segments[4],
-            "installed" | "first-boot-script" | "phone-home"
-        )
-    {
-        format!("/api/hosts/{}/{}/<redacted>", segments[3], segments[4])
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.len() > 4 && segments[0] == "api" && segments[1] == "hosts" {
+        format!("/api/hosts/{}/{}/<redacted>", segments[2], segments[3])
     } else {
         path.to_string()
     }
@@ -124,5 +120,16 @@ mod tests {
             "/api/hosts/pve-01/first-boot-script/<redacted>"
         );
         assert_eq!(redact_path("/api/hosts/pve-01"), "/api/hosts/pve-01");
+        assert_eq!(
+            redact_path("/api/hosts/pve-01/phone-home"),
+            "/api/hosts/pve-01/phone-home"
+        );
+        for sneaky in [
+            "/api/hosts/pve-01/installed/SECRET/",
+            "//api//hosts/pve-01/installed//SECRET",
+            "/api/hosts/pve-01/installed/x/SECRET",
+        ] {
+            assert!(!redact_path(sneaky).contains("SECRET"), "{sneaky}");
+        }
     }
 }
