@@ -400,6 +400,15 @@ async fn installed(
     // The stock installer has no error callback (it stops and the deadline
     // catches it); an installer wrapper may report `{"error": "…"}` here.
     if let Some(err) = installer_error(&body) {
+        // Only the installer, while installing, reports errors here; a late
+        // or replayed report must not fail a host that already installed.
+        if state != HostState::Installing {
+            count(&st, "installed", "wrong_state");
+            return refuse(
+                StatusCode::CONFLICT,
+                &format!("not expected in state {state}"),
+            );
+        }
         let reason = format!("installer reported an error: {}", truncate(&err, 300));
         return match st.store.apply(&name, op.id, EventKind::Fail, &reason) {
             Ok(_) => {
