@@ -111,7 +111,14 @@ pub struct Deployment {
 
 impl Deployment {
     pub fn new(extra_settings: &str) -> Deployment {
+        Deployment::with_settings(|_| extra_settings.to_string())
+    }
+
+    /// Like [`Deployment::new`], with extra settings that may name files in
+    /// the deployment's directory (passed to `extra`).
+    pub fn with_settings(extra: impl FnOnce(&Path) -> String) -> Deployment {
         let dir = tempfile::tempdir().expect("tempdir");
+        let extra_settings = extra(dir.path());
         std::fs::create_dir(dir.path().join("hosts.d")).unwrap();
         std::fs::write(
             dir.path().join("hosts.d/server-types.yaml"),
