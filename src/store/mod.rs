@@ -218,6 +218,9 @@ pub struct OperationUpdate {
     pub ssh_host_keys: Option<serde_json::Value>,
     pub phone_home_ip: Option<String>,
     pub hardware_id: Option<String>,
+    /// SHA-256 of the callback token, set when the answer is served (the
+    /// token itself only ever exists in the answer sent to the installer).
+    pub token_hash: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for OperationUpdate {
@@ -1231,7 +1234,8 @@ fn update_operation_in(tx: &Transaction<'_>, id: i64, u: &OperationUpdate) -> Re
              mgmt_address = COALESCE(?4, mgmt_address),
              ssh_host_keys = COALESCE(?5, ssh_host_keys),
              phone_home_ip = COALESCE(?6, phone_home_ip),
-             hardware_id = COALESCE(?7, hardware_id)
+             hardware_id = COALESCE(?7, hardware_id),
+             token_hash = COALESCE(?8, token_hash)
          WHERE id = ?1",
         params![
             id,
@@ -1240,7 +1244,8 @@ fn update_operation_in(tx: &Transaction<'_>, id: i64, u: &OperationUpdate) -> Re
             u.mgmt_address,
             keys,
             u.phone_home_ip,
-            u.hardware_id
+            u.hardware_id,
+            u.token_hash.map(|h| h.to_vec())
         ],
     )?;
     Ok(())
