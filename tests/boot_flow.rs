@@ -1022,3 +1022,85 @@ async fn unknown_machines_are_recorded_when_discovery_is_on() {
     assert_eq!(detail(&d).await, before, "the declared host changed");
     assert!(host(&d.get_json("/api/hosts").await, NAME).is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_answers_serve_exactly_one() {
+    let fx = fixture(Options::default());
+    let (d, _ev) = start_armed(&fx).await;
+    // UEFI iPXE gets the same installer script; a machine that reboots
+    // before its answer gets it again.
+    for _ in 0..2 {
+        let r = get(&d, &format!("/ipxe/{MAC_DASHES}?platform=efi")).await;
+        let s = assert_status(r, 200, "armed UEFI iPXE").await;
+        assert!(
+            s.contains("initrd=initrd.img initrd=overlay.cpio.gz"),
+            "{s}"
+        );
+    }
+    wait_state(&d, "pxe_booted").await;
+
+    let body = sysinfo(&[MAC], DMI_UUID);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = format!("{}/api/boot/answer", d.url);
+            let body = body.clone();
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 404, 404, 404, 404, 404, 404, 404]);
+    let v = wait_state(&d, "installing").await;
+    let answers = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["event"] == "answer_served")
+        .count();
+    assert_eq!(answers, 1, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callbacks_survive_a_daemon_restart() {
+    let fx = fixture(Options::default());
+    let (d, _ev) = start_armed(&fx).await;
+    let (_, token) = take_answer(&d).await;
+    wait_state(&d, "installing").await;
+    let status = d.stop();
+    assert!(status.success(), "{status}");
+
+    let d = Daemon::start(&fx.dep.config());
+    let v = detail(&d).await;
+    assert_eq!(v["state"], "installing");
+    // Still exactly one answer for this rebuild.
+    let r = post_json(&d, "/api/boot/answer", &sysinfo(&[MAC], DMI_UUID)).await;
+    assert_status(r, 404, "answer replay after a restart").await;
+    // The token still opens the callbacks of this rebuild.
+    let r = get(&d, &format!("/api/hosts/{NAME}/first-boot-script/{token}")).await;
+    assert_status(r, 200, "first-boot script after a restart").await;
+    let r = post_json(
+        &d,
+        &format!("/api/hosts/{NAME}/installed/{token}"),
+        &webhook(),
+    )
+    .await;
+    assert_status(r, 200, "webhook after a restart").await;
+    d.kill9();
+
+    let d = Daemon::start(&fx.dep.config());
+    assert_eq!(detail(&d).await["state"], "installed");
+    let r = phone_home(&d, Some(&token), &json!({"ip": "127.0.0.1"})).await;
+    assert_status(r, 200, "phone-home after SIGKILL and restart").await;
+}
