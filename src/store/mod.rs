@@ -210,7 +210,7 @@ impl fmt::Debug for NewRebuild {
 }
 
 /// Facts learned during a rebuild; `None` fields are left unchanged.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct OperationUpdate {
     pub dmi_uuid: Option<String>,
     pub machine_id: Option<String>,
@@ -221,20 +221,6 @@ pub struct OperationUpdate {
     /// SHA-256 of the callback token, set when the answer is served (the
     /// token itself only ever exists in the answer sent to the installer).
     pub token_hash: Option<[u8; 32]>,
-}
-
-impl fmt::Debug for OperationUpdate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OperationUpdate")
-            .field("dmi_uuid", &self.dmi_uuid)
-            .field("machine_id", &self.machine_id)
-            .field("mgmt_address", &self.mgmt_address)
-            .field("ssh_host_keys", &self.ssh_host_keys)
-            .field("phone_home_ip", &self.phone_home_ip)
-            .field("hardware_id", &self.hardware_id)
-            .field("token_hash", &self.token_hash.map(|_| "<redacted>"))
-            .finish()
-    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -847,11 +833,19 @@ impl Store {
         update: OperationUpdate,
         cause: &str,
     ) -> Result<TransitionRecord> {
-        let update = OperationUpdate {
+        let extra = Extra {
+            update,
             token_hash: Some(token_hash),
-            ..update
+            ..Extra::default()
         };
-        self.apply_with(name, operation, EventKind::AnswerServed, cause, update)
+        self.apply_with_at(
+            name,
+            operation,
+            EventKind::AnswerServed,
+            cause,
+            extra,
+            self.now_ms(),
+        )
     }
 
     /// Fails the host's rebuild for a missed deadline, but only if it is
@@ -888,6 +882,7 @@ impl Store {
         let Extra {
             expect_state,
             update,
+            token_hash,
         } = extra;
         self.write(|tx, events| {
             let host =
@@ -904,6 +899,12 @@ impl Store {
             let to =
                 crate::state::next(host.state, event).ok_or_else(|| not_allowed(&host, event))?;
             update_operation_in(tx, operation, &update)?;
+            if let Some(hash) = token_hash {
+                tx.execute(
+                    "UPDATE operations SET token_hash = ?2 WHERE id = ?1",
+                    params![operation, &hash[..]],
+                )?;
+            }
             match event {
                 EventKind::Completed => {
                     end_operation(tx, operation, Outcome::Ready, None, now_ms)?;
@@ -1198,6 +1199,8 @@ struct Extra {
     /// Refuse (as not allowed) unless the host is in this state.
     expect_state: Option<HostState>,
     update: OperationUpdate,
+    /// Replace the operation's token hash (the answer's freshly minted token).
+    token_hash: Option<[u8; 32]>,
 }
 
 /// Fails unless operation `id` exists and is open.
