@@ -5,10 +5,10 @@
 //! (`tests/fixtures/join/pvecm`) that checks its arguments and the password
 //! on stdin and rewires `authorized_keys` the way the real join does.
 
-
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
 use provisioning::join::retry::{AttemptOutcome, Backoff};

@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -275,7 +275,10 @@ impl Task {
             .store()
             .operation(self.operation)?
             .ok_or_else(|| Stop::Left("operation not found".into()))?;
-        let private = self.store().private_key(self.operation)?.map(SecretString::new);
+        let private = self
+            .store()
+            .private_key(self.operation)?
+            .map(SecretString::new);
         if let Some(p) = &self.ctx().join_password {
             self.secrets.push(p.clone());
         }
@@ -419,14 +422,8 @@ impl Task {
             .ok_or("proxmox.join_password_file is not set")?;
         let key = EphemeralKey::from_private_openssh(pem.expose())
             .map_err(|e| format!("the stored ephemeral key is unusable: {e}"))?;
-        let mut params = JoinParams::new(
-            address,
-            &key,
-            pinned,
-            existing_node,
-            fingerprint,
-            password,
-        );
+        let mut params =
+            JoinParams::new(address, &key, pinned, existing_node, fingerprint, password);
         params.public_key_line = op.public_key.clone();
         params.port = settings.join.ssh_port;
         params.connect_timeout = settings.join.connect_timeout;
@@ -438,7 +435,11 @@ impl Task {
     }
 
     /// Registration with Infrastructure; returns the cause for `Completed`.
-    async fn register(&self, op: &OperationRecord, deadline: Instant) -> Result<&'static str, Stop> {
+    async fn register(
+        &self,
+        op: &OperationRecord,
+        deadline: Instant,
+    ) -> Result<&'static str, Stop> {
         let Some(client) = &self.ctx().infra else {
             if !self.inner.skip_logged.swap(true, Ordering::Relaxed) {
                 tracing::info!("registration skipped: infrastructure.base_url is empty");
@@ -571,10 +572,13 @@ impl Task {
         let remaining_ms = record
             .since_ms
             .saturating_add(limit_ms)
-            .saturating_sub(now_ms());
+            .saturating_sub(self.store().now_ms());
         let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
         let now = Instant::now();
-        Ok(now.checked_add(remaining).unwrap_or(now + limit))
+        Ok(now
+            .checked_add(remaining)
+            .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+            .unwrap_or(now))
     }
 
     fn apply(&self, event: EventKind, cause: &str) -> Result<(), Stop> {
@@ -640,10 +644,11 @@ fn pinned_host_keys(value: Option<&serde_json::Value>) -> Vec<String> {
 }
 
 fn server_type_id(configured: &str) -> ServerTypeId {
-    if !configured.is_empty() && configured.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(n) = configured.parse() {
-            return ServerTypeId::Number(n);
-        }
+    if !configured.is_empty()
+        && configured.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = configured.parse()
+    {
+        return ServerTypeId::Number(n);
     }
     ServerTypeId::Text(configured.to_string())
 }
@@ -718,13 +723,6 @@ fn human(d: Duration) -> String {
         Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     };
     humantime::format_duration(d).to_string()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
