@@ -155,8 +155,11 @@ pub async fn run(
         });
     }
 
+    let joins = Arc::new(join_driver(&settings, store.clone(), kick.clone())?);
+
     // The reconciler: level-triggered on snapshot changes, kicks and a tick.
     {
+        let joins = joins.clone();
         let store = store.clone();
         let mut snap_rx = snap_rx.clone();
         let settings_rx = settings_rx.clone();
@@ -181,6 +184,17 @@ pub async fn run(
                 .await;
                 match result {
                     Ok((Ok(_applied), status)) => {
+                        // Hosts that phoned home (or were joining when we
+                        // stopped) get their join task.
+                        if let Ok(records) = store.hosts() {
+                            for r in &records {
+                                if let Ok(n) = crate::decl::HostName::parse(&r.name)
+                                    && let Some(h) = snapshot.hosts.get(&n)
+                                {
+                                    joins.ensure_running(h, r);
+                                }
+                            }
+                        }
                         if status != last_status {
                             systemd::status(&status);
                             last_status = status;
@@ -583,4 +597,48 @@ async fn start_dnsmasq(
         }
     });
     Ok(status)
+}
+
+/// The join driver with its secrets read from their files (the join
+/// password, the Infrastructure token). A missing join password is not an
+/// error here: the join then fails visibly for the host that needs it.
+fn join_driver(
+    settings: &Settings,
+    store: Arc<Store>,
+    kick: Arc<Notify>,
+) -> anyhow::Result<crate::join::driver::JoinDriver> {
+    use crate::join::driver::{JoinContext, JoinDriver};
+    let join_password = match &settings.proxmox.join_password_file {
+        Some(p) => Some(
+            crate::secrets::read_secret_file(p)
+                .with_context(|| "proxmox.join_password_file".to_string())?,
+        ),
+        None => None,
+    };
+    let infra = match &settings.infrastructure.base_url {
+        Some(url) => {
+            let token = match &settings.infrastructure.token_file {
+                Some(p) => Some(
+                    crate::secrets::read_secret_file(p)
+                        .with_context(|| "infrastructure.token_file".to_string())?,
+                ),
+                None => None,
+            };
+            Some(
+                crate::join::infra::InfraClient::new(url, token, settings.infrastructure.timeout)
+                    .map_err(|e| anyhow::anyhow!("infrastructure.base_url: {e}"))?,
+            )
+        }
+        None => {
+            tracing::info!("infrastructure.base_url is empty: registration is skipped");
+            None
+        }
+    };
+    Ok(JoinDriver::new(JoinContext::new(
+        store,
+        Arc::new(settings.clone()),
+        join_password,
+        infra,
+        kick,
+    )))
 }
