@@ -7,7 +7,7 @@
 #     --arg lib 'import /path/to/nixpkgs/lib'
 #
 # prints `true`, or fails naming the check. No nixpkgs package is built or
-# even evaluated: what stays unverified is listed in docs/nixos.md.
+# even evaluated: what stays unverified is listed in the README (NixOS section).
 { lib }:
 let
   inherit (lib) mkOption types;
