@@ -124,3 +124,43 @@ proptest! {
         }
     }
 }
+
+/// Inputs that make a recursive parser overflow its stack (which aborts the
+/// process, beyond any `catch_unwind`) are refused before parsing.
+#[test]
+fn deep_nesting_is_a_diagnostic_not_an_abort() {
+    for s in [
+        "host {".repeat(20_000),
+        "/- ".repeat(50_000) + "host",
+        "(t)".repeat(20_000),
+        "host /* ".repeat(30_000),
+    ] {
+        let decls = parse_kdl(Path::new("f.kdl"), &s);
+        assert!(!decls.is_valid());
+        assert!(
+            decls.diagnostics.len() <= 101,
+            "{} diagnostics",
+            decls.diagnostics.len()
+        );
+    }
+    for s in [
+        "[".repeat(20_000),
+        format!("server_types:\n  a:\n    filter: {}", "{a: ".repeat(20_000)),
+    ] {
+        let decls = parse_server_types_yaml(Path::new("t.yaml"), &s);
+        assert!(!decls.is_valid());
+    }
+}
+
+/// A huge line of junk gives a bounded number of diagnostics, quickly.
+#[test]
+fn many_errors_are_capped() {
+    let s = "a;".repeat(20_000);
+    let decls = parse_kdl(Path::new("f.kdl"), &s);
+    assert_eq!(decls.diagnostics.len(), 101);
+    assert!(
+        decls.diagnostics[100]
+            .message
+            .starts_with("too many errors")
+    );
+}

@@ -492,3 +492,35 @@ fn conflict_chains_reject_only_the_real_loser() {
         ]
     );
 }
+
+#[test]
+fn server_type_repeated_in_yaml_names_both_places() {
+    let d = Dir::new();
+    let yaml = d.root.join("server-types.yaml");
+    std::fs::write(
+        &yaml,
+        "server_types:\n  ms-01:\n    display_name: A\n  ms-01:\n    display_name: B\n",
+    )
+    .unwrap();
+    let snap = DeclLoader::new().load_all(&d.hosts, Some(&yaml));
+    assert!(snap.server_types.is_empty(), "the file is not in force");
+    insta::assert_debug_snapshot!("yaml_repeated_keys", d.diags(&snap));
+    std::fs::write(
+        &yaml,
+        "server_types:\n  ms-01:\n    gpu: true\n    gpu: false\n",
+    )
+    .unwrap();
+    let snap = DeclLoader::new().load_all(&d.hosts, Some(&yaml));
+    insta::assert_debug_snapshot!("yaml_repeated_field", d.diags(&snap));
+}
+
+#[test]
+fn missing_server_types_file_is_an_error() {
+    let d = Dir::new();
+    let yaml = d.root.join("server-types.yaml");
+    let snap = DeclLoader::new().load_all(&d.hosts, Some(&yaml));
+    assert_eq!(
+        d.diags(&snap),
+        ["server-types.yaml: error: cannot read: no such file or directory (os error 2)"]
+    );
+}

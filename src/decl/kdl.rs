@@ -52,11 +52,25 @@ pub fn parse_kdl(path: &Path, text: &str) -> FileDecls {
         diags: Vec::new(),
         out: FileDecls::default(),
     };
-    // The kdl crate is not ours: a panic inside it must not take the daemon
-    // down, so it becomes a diagnostic like any syntax error.
-    match std::panic::catch_unwind(|| KdlDocument::parse(text)) {
-        Ok(Ok(doc)) => dec.document(&doc),
-        Ok(Err(err)) => {
+    // The kdl crate's parser recurses once per nested block: deep nesting
+    // would overflow the stack and abort the process, which no
+    // `catch_unwind` can stop. Our grammar nests four levels at most.
+    if let Some(offset) = too_deep(text) {
+        dec.diags.push(src.error(
+            offset,
+            format!(
+                "blocks, type annotations or comments are nested deeper than {MAX_NESTING} levels"
+            ),
+        ));
+        out_sorted(&mut dec.diags);
+        return FileDecls {
+            diagnostics: dec.diags,
+            ..FileDecls::default()
+        };
+    }
+    match parse_guarded(text) {
+        Some(Ok(doc)) => dec.document(&doc),
+        Some(Err(err)) => {
             for d in &err.diagnostics {
                 let mut msg = sentence(d.message.as_deref().unwrap_or("syntax error"));
                 let rest = text.get(d.span.offset()..).unwrap_or("");
@@ -75,14 +89,87 @@ pub fn parse_kdl(path: &Path, text: &str) -> FileDecls {
                 dec.diags.push(src.error(0, "invalid KDL document"));
             }
         }
-        Err(_) => dec
+        None => dec
             .diags
             .push(src.error(0, "the KDL parser failed on this file")),
     }
     let mut out = dec.out;
     out.diagnostics = dec.diags;
-    out.diagnostics.sort_by_key(|a| (a.line, a.column));
+    out_sorted(&mut out.diagnostics);
+    if out.diagnostics.len() > MAX_ERRORS {
+        out.diagnostics.truncate(MAX_ERRORS);
+        let last = out.diagnostics[MAX_ERRORS - 1].clone();
+        out.diagnostics.push(Diagnostic {
+            message: format!("too many errors in this file; only the first {MAX_ERRORS} are shown"),
+            ..last
+        });
+    }
     out
+}
+
+/// Errors reported per file; past this, the file is clearly not a host
+/// declaration and listing more helps no one.
+const MAX_ERRORS: usize = 100;
+
+fn out_sorted(diags: &mut [Diagnostic]) {
+    diags.sort_by_key(|a| (a.line, a.column));
+}
+
+/// Deeper than any valid file nests; far below what overflows a stack.
+const MAX_NESTING: usize = 32;
+
+/// Stack for the parser thread: generous, so that recursion we did not
+/// foresee needs a very large file before it can overflow.
+const PARSER_STACK: usize = 64 * 1024 * 1024;
+
+/// Runs the kdl crate's parser on its own thread with a large stack. The
+/// crate is not ours: a panic inside it becomes `None` (reported as a
+/// diagnostic) instead of taking the daemon down.
+fn parse_guarded(text: &str) -> Option<Result<KdlDocument, ::kdl::KdlError>> {
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("kdl-parse".into())
+            .stack_size(PARSER_STACK)
+            .spawn_scoped(scope, || KdlDocument::parse(text))
+        {
+            Ok(handle) => handle.join().ok(),
+            // No thread to be had: parse here, still catching a panic.
+            Err(_) => std::panic::catch_unwind(|| KdlDocument::parse(text)).ok(),
+        }
+    })
+}
+
+/// The offset where the text nests deeper than [`MAX_NESTING`]: blocks
+/// `{`, type annotations `(`, `/*` comments (which nest in KDL), or a run of
+/// slashdash `/-` comments, each of which the kdl parser handles by
+/// recursion. Characters inside strings and
+/// comments count too: that only matters for files no one writes.
+fn too_deep(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut slashdashes = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        let next = bytes.get(i + 1).copied();
+        match (b, next) {
+            (b'{' | b'(', _) | (b'/', Some(b'*')) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(i);
+                }
+            }
+            (b'}' | b')', _) | (b'*', Some(b'/')) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if b == b'/' && bytes.get(i + 1) == Some(&b'-') {
+            slashdashes += 1;
+            if slashdashes > MAX_NESTING {
+                return Some(i);
+            }
+        } else if !(b.is_ascii_whitespace() || (b == b'-' && i > 0 && bytes[i - 1] == b'/')) {
+            slashdashes = 0;
+        }
+    }
+    None
 }
 
 /// Lower-cases the first letter and drops a trailing period (our message style).

@@ -228,7 +228,10 @@ impl DeclLoader {
     fn refresh(&mut self, key: PathBuf, kind: Kind) {
         let meta = match std::fs::metadata(&key) {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A configured server-types file that is missing is an error
+            // (its last valid version stays in force); a missing host file
+            // is a deletion.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && kind == Kind::Kdl => {
                 self.files.remove(&key);
                 return;
             }

@@ -51,9 +51,13 @@ impl<'a> SourceText<'a> {
     /// The text of a 1-based line, without its line ending, shortened when huge.
     pub fn line_text(&self, line: usize) -> Option<String> {
         let start = *self.line_starts.get(line.checked_sub(1)?)?;
-        let rest = self.text.get(start..)?;
-        let end = rest.find('\n').unwrap_or(rest.len());
-        let line = rest[..end].trim_end_matches('\r');
+        // The next line's start bounds this one: no scan of the rest of the
+        // text, so many diagnostics on one huge line stay linear.
+        let end = self
+            .line_starts
+            .get(line)
+            .map_or(self.text.len(), |next| next - 1);
+        let line = self.text.get(start..end)?.trim_end_matches('\r');
         Some(line.chars().take(MAX_SNIPPET_CHARS).collect())
     }
 

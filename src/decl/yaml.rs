@@ -85,7 +85,15 @@ struct WireServerType {
 pub fn parse_server_types_yaml(path: &Path, text: &str) -> FileDecls {
     let src = SourceText::new(path, text);
     let mut out = FileDecls::default();
-    let wire = match std::panic::catch_unwind(|| serde_saphyr::from_str::<Option<WireFile>>(text)) {
+    // Repeated server-type keys reach our visitor, so the loader reports
+    // them like any other duplicate, naming both places.
+    let parse = || {
+        let options = serde_saphyr::options! {
+            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        };
+        serde_saphyr::from_str_with_options::<Option<WireFile>>(text, options)
+    };
+    let wire = match std::panic::catch_unwind(parse) {
         Ok(Ok(w)) => w,
         Ok(Err(e)) => {
             let (line, column) = e
