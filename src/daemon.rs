@@ -230,6 +230,9 @@ pub async fn run(
         });
     }
 
+    // Metrics follow the store's events from here on.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    crate::metrics::start_collector(metrics.clone(), store.clone());
     let state = AppState {
         store: store.clone(),
         snapshot: snap_rx.clone(),
@@ -239,6 +242,7 @@ pub async fn run(
         boot_requests: Arc::new(crate::server::BootRequests::default()),
         stopping: stopping_rx.clone(),
         dnsmasq: dnsmasq_status,
+        metrics: metrics.clone(),
     };
     let state_stopping = stopping_rx;
     let router = server::app(state);

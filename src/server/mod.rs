@@ -38,6 +38,8 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
     /// The supervised dnsmasq's status (`pxe.dnsmasq: spawn` only).
     pub dnsmasq: Option<watch::Receiver<crate::boot::dnsmasq::DnsmasqStatus>>,
+    /// Counters and histograms served at `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Boot-flow requests by endpoint and outcome (refusals included).
@@ -67,6 +69,8 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(boot::routes())
         .merge(events::routes())
+        .merge(crate::dashboard::routes())
+        .merge(crate::metrics::routes())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
