@@ -37,13 +37,8 @@ const PHASE_BUCKETS: &[f64] = &[
 
 /// Reason categories of failed rebuilds: the `reason` label never takes any
 /// other value.
-pub const REASON_CATEGORIES: &[&str] = &[
-    "deadline",
-    "installer",
-    "join",
-    "infrastructure",
-    "other",
-];
+pub const REASON_CATEGORIES: &[&str] =
+    &["deadline", "installer", "join", "infrastructure", "other"];
 
 #[derive(Clone, Debug)]
 struct Histogram {
@@ -65,7 +60,11 @@ impl Histogram {
     }
 
     fn observe(&mut self, value: f64) {
-        let value = if value.is_finite() { value.max(0.0) } else { 0.0 };
+        let value = if value.is_finite() {
+            value.max(0.0)
+        } else {
+            0.0
+        };
         let slot = self
             .bounds
             .iter()
@@ -89,7 +88,11 @@ impl Histogram {
                 fmt_float(*bound)
             );
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let braces = if labels.is_empty() {
             String::new()
         } else {
@@ -263,7 +266,12 @@ impl Metrics {
         boot_requests: &[(&'static str, &'static str, u64)],
     ) -> String {
         let mut out = String::with_capacity(8 * 1024);
-        header(&mut out, "provisioning_hosts", "gauge", "Declared hosts by state.");
+        header(
+            &mut out,
+            "provisioning_hosts",
+            "gauge",
+            "Declared hosts by state.",
+        );
         for state in HostState::ALL {
             let n = hosts_by_state.get(&state).copied().unwrap_or(0);
             let _ = writeln!(out, "provisioning_hosts{{state=\"{state}\"}} {n}");
@@ -478,8 +486,8 @@ pub fn routes() -> Router<AppState> {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     let store = st.store.clone();
-    let counts = match tokio::task::spawn_blocking(move || store.hosts()).await {
-        Ok(Ok(records)) => count_by_state(&records),
+    let counts = match tokio::task::spawn_blocking(move || store.stats()).await {
+        Ok(Ok(counts)) => counts,
         Ok(Err(e)) => return crate::server::api::internal(e),
         Err(e) => return crate::server::api::internal(e),
     };
@@ -495,7 +503,14 @@ async fn metrics(State(st): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
-    fn t(host: &str, at: i64, from: HostState, to: HostState, ev: EventKind, cause: &str) -> TransitionRecord {
+    fn t(
+        host: &str,
+        at: i64,
+        from: HostState,
+        to: HostState,
+        ev: EventKind,
+        cause: &str,
+    ) -> TransitionRecord {
         TransitionRecord {
             id: 0,
             host: host.into(),
@@ -513,13 +528,45 @@ mod tests {
         use EventKind as E;
         use HostState as S;
         let m = Metrics::new();
-        m.observe_transition(&t("a", 0, S::Registered, S::PxeReady, E::StartRebuild, "rebuild 1"));
-        m.observe_transition(&t("a", 10_000, S::PxeReady, S::PxeBooted, E::IpxeServed, ""));
-        m.observe_transition(&t("a", 12_000, S::PxeBooted, S::PxeBooted, E::IpxeServed, ""));
-        m.observe_transition(&t("a", 20_000, S::PxeBooted, S::Failed, E::Fail, "deadline missed"));
+        m.observe_transition(&t(
+            "a",
+            0,
+            S::Registered,
+            S::PxeReady,
+            E::StartRebuild,
+            "rebuild 1",
+        ));
+        m.observe_transition(&t(
+            "a",
+            10_000,
+            S::PxeReady,
+            S::PxeBooted,
+            E::IpxeServed,
+            "",
+        ));
+        m.observe_transition(&t(
+            "a",
+            12_000,
+            S::PxeBooted,
+            S::PxeBooted,
+            E::IpxeServed,
+            "",
+        ));
+        m.observe_transition(&t(
+            "a",
+            20_000,
+            S::PxeBooted,
+            S::Failed,
+            E::Fail,
+            "deadline missed",
+        ));
         let text = m.render(&BTreeMap::new());
-        assert!(text.contains("provisioning_rebuilds_total{outcome=\"failed\",reason=\"deadline\"} 1"));
-        assert!(text.contains("provisioning_phase_duration_seconds_bucket{state=\"pxe_ready\",le=\"15\"} 1"));
+        assert!(
+            text.contains("provisioning_rebuilds_total{outcome=\"failed\",reason=\"deadline\"} 1")
+        );
+        assert!(text.contains(
+            "provisioning_phase_duration_seconds_bucket{state=\"pxe_ready\",le=\"15\"} 1"
+        ));
         assert!(text.contains("provisioning_phase_duration_seconds_sum{state=\"pxe_booted\"} 10"));
         assert!(text.contains("provisioning_rebuild_duration_seconds_count 1"));
         assert!(text.contains("provisioning_rebuild_duration_seconds_sum 20"));
@@ -527,7 +574,10 @@ mod tests {
 
     #[test]
     fn reasons_are_bounded() {
-        assert_eq!(reason_category("deadline for installing missed"), "deadline");
+        assert_eq!(
+            reason_category("deadline for installing missed"),
+            "deadline"
+        );
         assert_eq!(reason_category("SSH connect refused"), "join");
         assert_eq!(reason_category("installer reported an error"), "installer");
         assert_eq!(reason_category("a \"weird\"\nthing"), "other");

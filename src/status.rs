@@ -299,11 +299,7 @@ pub fn format_detail(d: &ApiDetail, now_ms: i64) -> String {
         out.push_str("  (none)\n");
         return out;
     }
-    let mut rows = vec![
-        ["TIME", "WHAT", "DETAIL"]
-            .map(String::from)
-            .to_vec(),
-    ];
+    let mut rows = vec![["TIME", "WHAT", "DETAIL"].map(String::from).to_vec()];
     for e in entries {
         match e {
             Entry::Transition(t) => rows.push(vec![

@@ -37,7 +37,9 @@ fn parse_value(s: &str) -> Result<f64, String> {
         "+Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
         "NaN" => Ok(f64::NAN),
-        _ => s.parse::<f64>().map_err(|e| format!("bad value {s:?}: {e}")),
+        _ => s
+            .parse::<f64>()
+            .map_err(|e| format!("bad value {s:?}: {e}")),
     }
 }
 
@@ -54,7 +56,9 @@ fn parse_labels(mut rest: &str) -> Result<(BTreeMap<String, String>, &str), Stri
         if !is_label_name(name) {
             return Err(format!("bad label name {name:?}"));
         }
-        rest = rest[eq + 1..].strip_prefix('"').ok_or("label value not quoted")?;
+        rest = rest[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
         let mut value = String::new();
         let mut chars = rest.char_indices();
         let end = loop {
@@ -97,8 +101,12 @@ fn parse(text: &str) -> Result<Exposition, String> {
         if let Some(rest) = line.strip_prefix("# ") {
             let mut parts = rest.splitn(3, ' ');
             let kw = parts.next().unwrap_or("");
-            let name = parts.next().ok_or_else(|| ctx("comment without name".into()))?;
-            let arg = parts.next().ok_or_else(|| ctx("comment without text".into()))?;
+            let name = parts
+                .next()
+                .ok_or_else(|| ctx("comment without name".into()))?;
+            let arg = parts
+                .next()
+                .ok_or_else(|| ctx("comment without text".into()))?;
             if !is_name(name) {
                 return Err(ctx("bad metric name".into()));
             }
@@ -112,10 +120,18 @@ fn parse(text: &str) -> Result<Exposition, String> {
                     if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&arg) {
                         return Err(ctx("bad type".into()));
                     }
-                    if exp.samples.iter().any(|s| family(&s.name, &exp.types) == name) {
+                    if exp
+                        .samples
+                        .iter()
+                        .any(|s| family(&s.name, &exp.types) == name)
+                    {
                         return Err(ctx("TYPE after samples".into()));
                     }
-                    if exp.types.insert(name.to_string(), arg.to_string()).is_some() {
+                    if exp
+                        .types
+                        .insert(name.to_string(), arg.to_string())
+                        .is_some()
+                    {
                         return Err(ctx("second TYPE".into()));
                     }
                 }
@@ -126,7 +142,9 @@ fn parse(text: &str) -> Result<Exposition, String> {
         if line.starts_with('#') {
             return Err(ctx("comment must be '# HELP' or '# TYPE'".into()));
         }
-        let name_end = line.find(['{', ' ']).ok_or_else(|| ctx("no value".into()))?;
+        let name_end = line
+            .find(['{', ' '])
+            .ok_or_else(|| ctx("no value".into()))?;
         let name = &line[..name_end];
         if !is_name(name) {
             return Err(ctx("bad metric name".into()));
@@ -136,21 +154,31 @@ fn parse(text: &str) -> Result<Exposition, String> {
         } else {
             (BTreeMap::new(), &line[name_end..])
         };
-        let rest = rest.strip_prefix(' ').ok_or_else(|| ctx("no space before value".into()))?;
+        let rest = rest
+            .strip_prefix(' ')
+            .ok_or_else(|| ctx("no space before value".into()))?;
         let mut fields = rest.split(' ');
         let value = parse_value(fields.next().unwrap_or("")).map_err(ctx)?;
         if let Some(ts) = fields.next() {
-            ts.parse::<i64>().map_err(|e| ctx(format!("bad timestamp: {e}")))?;
+            ts.parse::<i64>()
+                .map_err(|e| ctx(format!("bad timestamp: {e}")))?;
         }
         if fields.next().is_some() {
             return Err(ctx("trailing fields".into()));
         }
         let fam = family(name, &exp.types);
-        let ty = exp.types.get(fam).ok_or_else(|| ctx(format!("no TYPE for {fam}")))?;
+        let ty = exp
+            .types
+            .get(fam)
+            .ok_or_else(|| ctx(format!("no TYPE for {fam}")))?;
         if ty == "counter" && (!fam.ends_with("_total") || value < 0.0) {
             return Err(ctx("counter must end in _total and not be negative".into()));
         }
-        if exp.samples.iter().any(|s| s.name == name && s.labels == labels) {
+        if exp
+            .samples
+            .iter()
+            .any(|s| s.name == name && s.labels == labels)
+        {
             return Err(ctx("duplicate series".into()));
         }
         exp.samples.push(Sample {
@@ -175,6 +203,9 @@ fn family<'a>(name: &'a str, types: &HashMap<String, String>) -> &'a str {
     name
 }
 
+/// A series' labels without `le`.
+type LabelKey = Vec<(String, String)>;
+
 /// Buckets are cumulative and non-decreasing in `le`, end with `+Inf`, and
 /// `+Inf` equals `_count`; `_sum` exists.
 fn check_histograms(exp: &Exposition) -> Result<(), String> {
@@ -182,9 +213,16 @@ fn check_histograms(exp: &Exposition) -> Result<(), String> {
         if ty != "histogram" {
             continue;
         }
-        let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
-        for s in exp.samples.iter().filter(|s| s.name == format!("{fam}_bucket")) {
-            let le = s.labels.get("le").ok_or(format!("{fam}: bucket without le"))?;
+        let mut series: BTreeMap<LabelKey, Vec<(f64, f64)>> = BTreeMap::new();
+        for s in exp
+            .samples
+            .iter()
+            .filter(|s| s.name == format!("{fam}_bucket"))
+        {
+            let le = s
+                .labels
+                .get("le")
+                .ok_or(format!("{fam}: bucket without le"))?;
             let le = parse_value(le)?;
             let key: Vec<_> = s
                 .labels
@@ -217,7 +255,10 @@ fn check_histograms(exp: &Exposition) -> Result<(), String> {
             let count = find("_count").ok_or(format!("{fam}{labels:?}: no _count"))?;
             find("_sum").ok_or(format!("{fam}{labels:?}: no _sum"))?;
             if count != last.1 {
-                return Err(format!("{fam}{labels:?}: _count {count} != +Inf bucket {}", last.1));
+                return Err(format!(
+                    "{fam}{labels:?}: _count {count} != +Inf bucket {}",
+                    last.1
+                ));
             }
         }
     }
@@ -252,15 +293,15 @@ fn t(host: &str, at_s: i64, from: S, to: S, event: E, cause: &str) -> Transition
 #[test]
 fn the_parser_rejects_what_it_should() {
     for bad in [
-        "x 1\n",                                          // no TYPE
-        "# TYPE x gauge\nx{a=\"1\"} one\n",               // bad value
-        "# TYPE x gauge\nx{a=1} 1\n",                     // unquoted
-        "# TYPE x gauge\nx{1a=\"1\"} 1\n",                // bad label name
-        "# TYPE x_total counter\nx_total -1\n",           // negative counter
-        "# TYPE x gauge\nx 1\nx 2\n",                     // duplicate
+        "x 1\n",                                // no TYPE
+        "# TYPE x gauge\nx{a=\"1\"} one\n",     // bad value
+        "# TYPE x gauge\nx{a=1} 1\n",           // unquoted
+        "# TYPE x gauge\nx{1a=\"1\"} 1\n",      // bad label name
+        "# TYPE x_total counter\nx_total -1\n", // negative counter
+        "# TYPE x gauge\nx 1\nx 2\n",           // duplicate
         "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 0\nh_count 1\n",
         "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 0\nh_count 1\n",
-        "# TYPE x gauge\nx 1",                            // no final newline
+        "# TYPE x gauge\nx 1", // no final newline
     ] {
         assert!(parse(bad).is_err(), "accepted {bad:?}");
     }
@@ -285,7 +326,10 @@ fn empty_metrics_parse_and_list_every_family() {
     ] {
         assert!(exp.types.contains_key(fam), "{fam} missing");
     }
-    assert_eq!(value(&exp, "provisioning_hosts", &[("state", "failed")]), 0.0);
+    assert_eq!(
+        value(&exp, "provisioning_hosts", &[("state", "failed")]),
+        0.0
+    );
 }
 
 #[test]
@@ -304,9 +348,30 @@ fn counters_move_with_the_flow() {
     for (at, from, to, ev) in flow {
         m.observe_transition(&t("pve-01", at, from, to, ev, "flow"));
     }
-    m.observe_transition(&t("pve-02", 0, S::Registered, S::PxeReady, E::StartRebuild, "r1"));
-    m.observe_transition(&t("pve-02", 100, S::PxeReady, S::PxeReady, E::StartRebuild, "r2"));
-    m.observe_transition(&t("pve-02", 1900, S::PxeReady, S::Failed, E::Fail, "deadline missed in pxe_ready"));
+    m.observe_transition(&t(
+        "pve-02",
+        0,
+        S::Registered,
+        S::PxeReady,
+        E::StartRebuild,
+        "r1",
+    ));
+    m.observe_transition(&t(
+        "pve-02",
+        100,
+        S::PxeReady,
+        S::PxeReady,
+        E::StartRebuild,
+        "r2",
+    ));
+    m.observe_transition(&t(
+        "pve-02",
+        1900,
+        S::PxeReady,
+        S::Failed,
+        E::Fail,
+        "deadline missed in pxe_ready",
+    ));
     m.boot_request("ipxe", "ok");
     m.boot_request("ipxe", "ok");
     m.boot_request("answer", "refused");
@@ -322,26 +387,94 @@ fn counters_move_with_the_flow() {
     assert_eq!(v("provisioning_hosts", &[("state", "ready")]), 1.0);
     assert_eq!(v("provisioning_hosts", &[("state", "failed")]), 1.0);
     assert_eq!(
-        v("provisioning_transitions_total", &[("from", "pxe_booted"), ("to", "pxe_booted"), ("event", "ipxe_served")]),
+        v(
+            "provisioning_transitions_total",
+            &[
+                ("from", "pxe_booted"),
+                ("to", "pxe_booted"),
+                ("event", "ipxe_served")
+            ]
+        ),
         1.0
     );
     assert_eq!(
-        v("provisioning_transitions_total", &[("from", "registered"), ("to", "pxe_ready"), ("event", "start_rebuild")]),
+        v(
+            "provisioning_transitions_total",
+            &[
+                ("from", "registered"),
+                ("to", "pxe_ready"),
+                ("event", "start_rebuild")
+            ]
+        ),
         2.0
     );
-    assert_eq!(v("provisioning_rebuilds_total", &[("outcome", "ready"), ("reason", "none")]), 1.0);
-    assert_eq!(v("provisioning_rebuilds_total", &[("outcome", "failed"), ("reason", "deadline")]), 1.0);
-    assert_eq!(v("provisioning_rebuilds_total", &[("outcome", "superseded"), ("reason", "superseded")]), 1.0);
+    assert_eq!(
+        v(
+            "provisioning_rebuilds_total",
+            &[("outcome", "ready"), ("reason", "none")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "provisioning_rebuilds_total",
+            &[("outcome", "failed"), ("reason", "deadline")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "provisioning_rebuilds_total",
+            &[("outcome", "superseded"), ("reason", "superseded")]
+        ),
+        1.0
+    );
     // pve-01 took 800 s; pve-02's second rebuild 1800 s.
     assert_eq!(v("provisioning_rebuild_duration_seconds_count", &[]), 2.0);
     assert_eq!(v("provisioning_rebuild_duration_seconds_sum", &[]), 2600.0);
-    assert_eq!(v("provisioning_rebuild_duration_seconds_bucket", &[("le", "900")]), 1.0);
+    assert_eq!(
+        v(
+            "provisioning_rebuild_duration_seconds_bucket",
+            &[("le", "900")]
+        ),
+        1.0
+    );
     // Installing lasted 600 s; the repeated iPXE fetch did not split pxe_booted (30 s).
-    assert_eq!(v("provisioning_phase_duration_seconds_sum", &[("state", "installing")]), 600.0);
-    assert_eq!(v("provisioning_phase_duration_seconds_sum", &[("state", "pxe_booted")]), 30.0);
-    assert_eq!(v("provisioning_phase_duration_seconds_count", &[("state", "pxe_booted")]), 1.0);
-    assert_eq!(v("provisioning_boot_requests_total", &[("endpoint", "ipxe"), ("outcome", "ok")]), 2.0);
-    assert_eq!(v("provisioning_boot_requests_total", &[("endpoint", "answer"), ("outcome", "refused")]), 1.0);
+    assert_eq!(
+        v(
+            "provisioning_phase_duration_seconds_sum",
+            &[("state", "installing")]
+        ),
+        600.0
+    );
+    assert_eq!(
+        v(
+            "provisioning_phase_duration_seconds_sum",
+            &[("state", "pxe_booted")]
+        ),
+        30.0
+    );
+    assert_eq!(
+        v(
+            "provisioning_phase_duration_seconds_count",
+            &[("state", "pxe_booted")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "provisioning_boot_requests_total",
+            &[("endpoint", "ipxe"), ("outcome", "ok")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        v(
+            "provisioning_boot_requests_total",
+            &[("endpoint", "answer"), ("outcome", "refused")]
+        ),
+        1.0
+    );
     assert_eq!(v("provisioning_declaration_reloads_total", &[]), 1.0);
     assert_eq!(v("provisioning_declaration_errors", &[]), 2.0);
     assert_eq!(v("provisioning_dnsmasq_restarts_total", &[]), 1.0);

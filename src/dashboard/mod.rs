@@ -107,8 +107,12 @@ fn environment() -> Result<Environment<'static>, DashboardError> {
             AutoEscape::None
         }
     });
-    env.add_global("css_url", asset_url("dashboard.css"));
-    env.add_global("js_url", asset_url("dashboard.js"));
+    // Our own URLs (no outside input): not escaped, so they read plainly.
+    env.add_global(
+        "css_url",
+        Value::from_safe_string(asset_url("dashboard.css")),
+    );
+    env.add_global("js_url", Value::from_safe_string(asset_url("dashboard.js")));
     for (name, source) in TEMPLATES {
         env.add_template(name, source)
             .map_err(|source| DashboardError::Template {
@@ -186,13 +190,6 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/{name}", get(asset))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Security headers for every page: no framing, no sniffing, scripts and
 /// styles only from ourselves.
 fn page(status: StatusCode, html: String) -> Response {
@@ -249,10 +246,17 @@ async fn fleet(State(st): State<AppState>, Query(q): Query<FleetQuery>) -> Respo
     let settings = st.settings.borrow().clone();
     let store = st.store.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((store.hosts()?, store.unknown_machines()?))
+        let hosts = store.hosts()?;
+        let mut failed_in = std::collections::HashMap::new();
+        for h in hosts.iter().filter(|h| h.state == HostState::Failed) {
+            if let Some(s) = view::failed_in(&store.history(&h.name)?, h.state) {
+                failed_in.insert(h.name.clone(), s);
+            }
+        }
+        Ok::<_, crate::store::StoreError>((hosts, store.unknown_machines()?, failed_in))
     })
     .await;
-    let (records, unknown) = match loaded {
+    let (records, unknown, failed_in) = match loaded {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
@@ -264,7 +268,8 @@ async fn fleet(State(st): State<AppState>, Query(q): Query<FleetQuery>) -> Respo
         deadlines: &settings.deadlines,
         dnsmasq: dnsmasq_status(),
         filter,
-        now_ms: now_ms(),
+        failed_in: &failed_in,
+        now_ms: st.store.now_ms(),
     });
     match render("fleet.html", &model) {
         Ok(html) => page(StatusCode::OK, html),
@@ -319,7 +324,7 @@ async fn host(State(st): State<AppState>, Path(name): Path<String>) -> Response 
         history: &history,
         operations: &operations,
         notes: &notes,
-        now_ms: now_ms(),
+        now_ms: st.store.now_ms(),
     });
     match render("host.html", &model) {
         Ok(html) => page(StatusCode::OK, html),
@@ -366,10 +371,16 @@ async fn asset(
     (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static(a.content_type)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(a.content_type),
+            ),
             (header::ETAG, etag_value),
             (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
         ],
         a.body,
     )

@@ -101,11 +101,10 @@ pub fn scrub(text: &str) -> String {
         out.push_str(&rest[..start]);
         out.push_str("[private key redacted]");
         // Skip to the end marker, or drop the rest if there is none.
-        match after.find("-----END ").and_then(|e| {
-            after[e + 9..]
-                .find("-----")
-                .map(|f| e + 9 + f + 5)
-        }) {
+        match after
+            .find("-----END ")
+            .and_then(|e| after[e + 9..].find("-----").map(|f| e + 9 + f + 5))
+        {
             Some(end) => rest = &after[end..],
             None => {
                 rest = "";
@@ -149,8 +148,11 @@ pub struct Tile {
     pub hidden: bool,
 }
 
-fn steps_for(state: HostState) -> (usize, Vec<StepCell>) {
+/// The progress cells. A failed host shows the steps it got through and
+/// the one it failed in (`failed_in`), when known.
+fn steps_for(state: HostState, failed_in: Option<HostState>) -> (usize, Vec<StepCell>) {
     let pos = STEPS.iter().position(|s| *s == state);
+    let failed_pos = failed_in.and_then(|f| STEPS.iter().position(|s| *s == f));
     let cells = STEPS
         .iter()
         .enumerate()
@@ -158,7 +160,11 @@ fn steps_for(state: HostState) -> (usize, Vec<StepCell>) {
             state: s.as_str(),
             label: state_label(*s),
             status: match pos {
-                None => "failed",
+                None => match failed_pos {
+                    Some(f) if i < f => "done",
+                    Some(f) if i > f => "todo",
+                    _ => "failed",
+                },
                 Some(p) if i < p => "done",
                 Some(p) if i == p && state == HostState::Ready => "done",
                 Some(p) if i == p => "current",
@@ -166,11 +172,16 @@ fn steps_for(state: HostState) -> (usize, Vec<StepCell>) {
             },
         })
         .collect();
-    (pos.map(|p| p + 1).unwrap_or(0), cells)
+    (pos.or(failed_pos).map(|p| p + 1).unwrap_or(0), cells)
 }
 
-pub fn tile(v: &HostView, now_ms: i64, filter: Option<HostState>) -> Tile {
-    let (step, steps) = steps_for(v.state);
+pub fn tile(
+    v: &HostView,
+    now_ms: i64,
+    filter: Option<HostState>,
+    failed_in: Option<HostState>,
+) -> Tile {
+    let (step, steps) = steps_for(v.state, failed_in);
     Tile {
         name: v.name.clone(),
         mac: v.mac.clone(),
@@ -368,6 +379,8 @@ pub struct FleetInput<'a> {
     pub deadlines: &'a DeadlineSettings,
     pub dnsmasq: Option<String>,
     pub filter: Option<HostState>,
+    /// For failed hosts: the state they failed in (from the history).
+    pub failed_in: &'a std::collections::HashMap<String, HostState>,
     pub now_ms: i64,
 }
 
@@ -393,7 +406,14 @@ pub fn fleet_page(input: FleetInput<'_>) -> FleetPage {
         counts,
         tiles: views
             .iter()
-            .map(|v| tile(v, input.now_ms, input.filter))
+            .map(|v| {
+                tile(
+                    v,
+                    input.now_ms,
+                    input.filter,
+                    input.failed_in.get(&v.name).copied(),
+                )
+            })
             .collect(),
         diagnostics: input.snapshot.diagnostics.iter().map(diag_view).collect(),
         dnsmasq: input.dnsmasq,
@@ -520,7 +540,11 @@ pub fn host_keys(keys: Option<&serde_json::Value>) -> Vec<HostKeyView> {
     out
 }
 
-fn operation_view(op: &OperationRecord, history: &[TransitionRecord], now_ms: i64) -> OperationView {
+fn operation_view(
+    op: &OperationRecord,
+    history: &[TransitionRecord],
+    now_ms: i64,
+) -> OperationView {
     let mut mine: Vec<&TransitionRecord> = history
         .iter()
         .filter(|t| t.operation == Some(op.id))
@@ -568,10 +592,7 @@ fn operation_view(op: &OperationRecord, history: &[TransitionRecord], now_ms: i6
         started: time_text(op.started_ms),
         started_attr: time_attr(op.started_ms),
         ended: op.ended_ms.map(time_text),
-        outcome: op
-            .outcome
-            .clone()
-            .unwrap_or_else(|| "running".to_string()),
+        outcome: op.outcome.clone().unwrap_or_else(|| "running".to_string()),
         reason: op.reason.as_deref().map(scrub),
         running,
         total: duration_text(end - op.started_ms),
@@ -581,6 +602,19 @@ fn operation_view(op: &OperationRecord, history: &[TransitionRecord], now_ms: i6
         dmi_uuid: op.dmi_uuid.clone(),
         host_keys: host_keys(op.ssh_host_keys.as_ref()),
     }
+}
+
+/// The state a failed host failed in: the `from` of its last transition
+/// into `failed`.
+pub fn failed_in(history: &[TransitionRecord], state: HostState) -> Option<HostState> {
+    if state != HostState::Failed {
+        return None;
+    }
+    history
+        .iter()
+        .rev()
+        .find(|t| t.to == HostState::Failed)
+        .map(|t| t.from)
 }
 
 /// Note kinds whose message is the (redacted) output of the join command.
@@ -644,7 +678,7 @@ pub fn host_page(input: HostInput<'_>) -> HostPage {
         )
         .collect();
     // Newest first: what just happened is what one looks for.
-    history.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+    history.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
 
     let join_output = input
         .notes
@@ -661,7 +695,12 @@ pub fn host_page(input: HostInput<'_>) -> HostPage {
         page: "host",
         now_ms: input.now_ms,
         generated: time_text(input.now_ms),
-        tile: tile(input.view, input.now_ms, None),
+        tile: tile(
+            input.view,
+            input.now_ms,
+            None,
+            failed_in(input.history, input.view.state),
+        ),
         file: input.view.file.clone(),
         line: input.view.line,
         wake_on_lan: input.wake_on_lan,
@@ -690,13 +729,12 @@ mod tests {
 
     #[test]
     fn fingerprints_match_ssh_keygen() {
-        // `ssh-keygen -lf` of this key prints
-        // SHA256:4LsCaqn8f2rQBGMuhxWtqRlH4WtiJ6KTjZ+sX7PhpwM (checked by hand).
+        // What `ssh-keygen -lf` prints for this key.
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtWWA8IIvT1cfTLXXs8Hq0Bwpnzv60eVb7QrlP1DL9n root@pve";
         let (alg, fp) = fingerprint(key).unwrap();
         assert_eq!(alg, "ssh-ed25519");
-        assert!(fp.starts_with("SHA256:"), "{fp}");
-        assert_eq!(fp.len(), "SHA256:".len() + 43);
+        assert_eq!(fp, "SHA256:6u+BmSK9gSaj0Ke4gEOW9QJ5kC8eHk0SwejBgIgSr/8");
+        assert!(fingerprint("ssh-ed25519 not-base64!").is_none());
     }
 
     #[test]
