@@ -52,6 +52,21 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Show the fleet (or one host with its history) from a running daemon;
+    /// exit 1 when a shown host is failed, 2 when the daemon is unreachable
+    Status {
+        /// The daemon's base URL
+        #[arg(long, env = "PROVISIONING_URL", default_value = provisioning::status::DEFAULT_URL)]
+        url: String,
+        /// Print the API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Keep following the event stream and print transitions as they happen
+        #[arg(long)]
+        watch: bool,
+        /// Show this host in detail
+        host: Option<String>,
+    },
     /// Prepare a Proxmox ISO for automated installation from our answer URL
     Iso {
         #[command(subcommand)]
@@ -162,6 +177,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Status {
+            url,
+            json,
+            watch,
+            host,
+        } => provisioning::status::run_status(provisioning::status::StatusArgs {
+            url,
+            json,
+            watch,
+            host,
+        }),
         Command::Overlay {
             command: OverlayCommand::Build { out },
         } => {

@@ -80,6 +80,7 @@ pub struct Fixture {
     pub snapshot_tx: watch::Sender<Arc<Snapshot>>,
     pub settings_tx: watch::Sender<Arc<Settings>>,
     pub metrics: Arc<Metrics>,
+    pub stopping_tx: watch::Sender<bool>,
     pub state: AppState,
 }
 
@@ -99,14 +100,19 @@ impl Fixture {
                 .unwrap();
         }
         let (snapshot_tx, snapshot) = watch::channel(Arc::new(snap));
-        let (settings_tx, settings) =
-            watch::channel(Arc::new(Settings::embedded_default().unwrap()));
+        let defaults = Settings::embedded_default().unwrap();
+        let boot = provisioning::daemon::boot_context(&defaults).unwrap();
+        let (settings_tx, settings) = watch::channel(Arc::new(defaults));
+        let (stopping_tx, stopping) = watch::channel(false);
         let metrics = Arc::new(Metrics::new());
         let state = AppState {
             store: store.clone(),
             snapshot,
             settings,
             kick: Arc::new(Notify::new()),
+            boot: Arc::new(boot),
+            boot_requests: Arc::new(provisioning::server::BootRequests::default()),
+            stopping,
             metrics: metrics.clone(),
         };
         Fixture {
@@ -115,6 +121,7 @@ impl Fixture {
             snapshot_tx,
             settings_tx,
             metrics,
+            stopping_tx,
             state,
         }
     }
