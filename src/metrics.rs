@@ -168,6 +168,12 @@ impl Metrics {
         self.dnsmasq_restarts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sets the dnsmasq restart count from a supervisor that counts them
+    /// itself (never lowers it).
+    pub fn set_dnsmasq_restarts(&self, restarts: u64) {
+        self.dnsmasq_restarts.fetch_max(restarts, Ordering::Relaxed);
+    }
+
     /// Tells the collector where a host is, so the first transition it sees
     /// after a daemon start can be measured. `rebuild_started_ms` is the
     /// start of the open operation, if any.
@@ -485,6 +491,10 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
+    if let Some(rx) = &st.dnsmasq {
+        let restarts = rx.borrow().restarts;
+        st.metrics.set_dnsmasq_restarts(restarts);
+    }
     let store = st.store.clone();
     let counts = match tokio::task::spawn_blocking(move || store.stats()).await {
         Ok(Ok(counts)) => counts,

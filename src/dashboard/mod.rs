@@ -179,7 +179,31 @@ pub fn set_dnsmasq_status(status: Option<String>) {
     }
 }
 
-fn dnsmasq_status() -> Option<String> {
+/// The line for the diagnostics panel: the supervised dnsmasq's status
+/// when the daemon runs it, else whatever was set with
+/// [`set_dnsmasq_status`].
+fn dnsmasq_status(st: &AppState) -> Option<String> {
+    use crate::boot::dnsmasq::DnsmasqState;
+    if let Some(rx) = &st.dnsmasq {
+        let s = rx.borrow().clone();
+        let state = match s.state {
+            DnsmasqState::Starting => "starting",
+            DnsmasqState::Running => "running",
+            DnsmasqState::Backoff => "waiting to restart",
+            DnsmasqState::Stopped => "stopped",
+        };
+        let mut line = format!("supervised by the daemon: {state}");
+        if let Some(pid) = s.pid {
+            line.push_str(&format!(" (pid {pid})"));
+        }
+        if s.restarts > 0 {
+            line.push_str(&format!(", {} restarts", s.restarts));
+        }
+        if let Some(exit) = &s.last_exit {
+            line.push_str(&format!("; last exit: {exit}"));
+        }
+        return Some(line);
+    }
     DNSMASQ_STATUS.read().ok().and_then(|s| s.clone())
 }
 
@@ -266,7 +290,7 @@ async fn fleet(State(st): State<AppState>, Query(q): Query<FleetQuery>) -> Respo
         records: &records,
         unknown: &unknown,
         deadlines: &settings.deadlines,
-        dnsmasq: dnsmasq_status(),
+        dnsmasq: dnsmasq_status(&st),
         filter,
         failed_in: &failed_in,
         now_ms: st.store.now_ms(),

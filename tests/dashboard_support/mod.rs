@@ -113,6 +113,7 @@ impl Fixture {
             boot: Arc::new(boot),
             boot_requests: Arc::new(provisioning::server::BootRequests::default()),
             stopping,
+            dnsmasq: None,
             metrics: metrics.clone(),
         };
         Fixture {
