@@ -463,3 +463,99 @@ async fn dashboard_in_a_real_browser() {
     drop(driver);
     daemon.stop();
 }
+
+/// Starts the daemon on a fixed loopback port (so a restarted daemon is
+/// found at the same address) and waits until it listens.
+fn start_daemon_on(config: &Path, port: u16) -> Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provisioning"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the provisioning binary");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("provisioning: listening on ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the daemon listens");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_reconnects_after_a_daemon_restart() {
+    let dep = Deployment::new("");
+    dep.write_hosts("rack1.kdl", &hosts_file(&[0, 0, 0, 0, 0, 0]));
+    let port = free_port();
+    let mut daemon = start_daemon_on(&dep.config(), port);
+    let url = format!("http://127.0.0.1:{port}");
+
+    let driver = Driver::start().await;
+    driver.goto(&format!("{url}/")).await;
+    let live = "return document.getElementById('live').getAttribute('data-state');";
+    driver
+        .wait_for(
+            "the stream",
+            &format!("return (() => {{ {live} }})() === 'live';"),
+            Duration::from_secs(10),
+        )
+        .await;
+    driver.exec("window.__noReload = true; return true;").await;
+
+    // Stop the daemon: the page says so instead of going stale silently.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = daemon.wait();
+    driver
+        .wait_for(
+            "the reconnecting indicator",
+            "return document.getElementById('live').getAttribute('data-state') === 'reconnecting';",
+            Duration::from_secs(10),
+        )
+        .await;
+
+    // A change made while the daemon is down (the file is edited), then
+    // the daemon comes back: the page reconnects by itself and catches up.
+    dep.write_hosts("rack1.kdl", &hosts_file(&[0, 0, 1, 0, 0, 0]));
+    let mut daemon = start_daemon_on(&dep.config(), port);
+    driver
+        .wait_for(
+            "pve-03 to show pxe_ready after the restart",
+            "return document.querySelector('#grid > .tile[data-host=\"pve-03\"]').getAttribute('data-state') === 'pxe_ready'
+                && document.getElementById('live').getAttribute('data-state') === 'live';",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(
+        driver.exec("return window.__noReload === true;").await,
+        json!(true),
+        "the page was not reloaded"
+    );
+
+    // And it follows new transitions again.
+    dep.write_hosts("rack1.kdl", &hosts_file(&[0, 0, 1, 1, 0, 0]));
+    driver
+        .wait_for(
+            "pve-04 to show pxe_ready",
+            "return document.querySelector('#grid > .tile[data-host=\"pve-04\"]').getAttribute('data-state') === 'pxe_ready';",
+            Duration::from_secs(5),
+        )
+        .await;
+
+    driver.cmd("DELETE", "", None).await;
+    drop(driver);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
