@@ -410,7 +410,9 @@ pub fn boot_context(settings: &Settings) -> anyhow::Result<crate::server::boot::
                 .collect()
         })
         .unwrap_or_default();
+    let local_boot = crate::server::boot::LocalBootScripts::render(&templates);
     Ok(crate::server::boot::BootContext {
+        local_boot,
         templates,
         overlay: crate::boot::overlay::build_overlay(),
         kernel: settings.proxmox.kernel.clone(),

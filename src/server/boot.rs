@@ -29,6 +29,8 @@ use std::path::PathBuf;
 /// once at start (and on SIGHUP).
 pub struct BootContext {
     pub templates: Templates,
+    /// The local-boot scripts, rendered once: most boot requests get one.
+    pub local_boot: LocalBootScripts,
     /// The gzip'd pxe-init CPIO, built in memory at start.
     pub overlay: Vec<u8>,
     pub kernel: Option<PathBuf>,
@@ -41,6 +43,37 @@ pub struct BootContext {
     /// Proxmox 9.2 `--answer-auth-token`: required as a bearer token when set.
     pub answer_token: Option<crate::secrets::SecretString>,
     pub discover_unknown: bool,
+}
+
+/// The local-boot script for each firmware, rendered when the templates
+/// are loaded. It depends on nothing but the template and the firmware, and
+/// it is the answer to almost every boot request (unknown and unarmed
+/// machines), so a boot storm should not render it thousands of times a
+/// second. A template that fails to render is rendered (and its error
+/// reported) per request, as before.
+pub struct LocalBootScripts {
+    bios: Option<String>,
+    uefi: Option<String>,
+    unknown: Option<String>,
+}
+
+impl LocalBootScripts {
+    pub fn render(t: &Templates) -> LocalBootScripts {
+        let r = |f| ipxe::local_boot_script(t, f).ok();
+        LocalBootScripts {
+            bios: r(ipxe::Firmware::Bios),
+            uefi: r(ipxe::Firmware::Uefi),
+            unknown: r(ipxe::Firmware::Unknown),
+        }
+    }
+
+    fn get(&self, firmware: ipxe::Firmware) -> Option<&String> {
+        match firmware {
+            ipxe::Firmware::Bios => self.bios.as_ref(),
+            ipxe::Firmware::Uefi => self.uefi.as_ref(),
+            ipxe::Firmware::Unknown => self.unknown.as_ref(),
+        }
+    }
 }
 
 pub fn routes() -> Router<AppState> {
@@ -103,6 +136,9 @@ async fn ipxe_script(
     let firmware = ipxe::Firmware::from_platform(q.platform.as_deref());
     let local = |st: &AppState, outcome: &'static str| {
         count(st, "ipxe", outcome);
+        if let Some(s) = st.boot.local_boot.get(firmware) {
+            return ipxe_response(s.clone());
+        }
         match ipxe::local_boot_script(&st.boot.templates, firmware) {
             Ok(s) => ipxe_response(s),
             Err(e) => super::api::internal(e),
@@ -115,7 +151,9 @@ async fn ipxe_script(
         {
             tracing::warn!(mac = %mac, error = %e, "cannot record an unknown machine");
         }
-        tracing::info!(mac = %mac, "unknown MAC: local boot");
+        // Debug, not info: in a boot storm this line would be written for
+        // every request (the outcome is counted for /metrics either way).
+        tracing::debug!(mac = %mac, "unknown MAC: local boot");
         return local(&st, "unknown");
     };
     let name = host.name.to_string();
@@ -125,7 +163,7 @@ async fn ipxe_script(
         Err(e) => return super::api::internal(e),
     };
     let (true, Some(op)) = (record.state.is_armed(), record.operation) else {
-        tracing::info!(host = %name, mac = %mac, state = %record.state, "not armed: local boot");
+        tracing::debug!(host = %name, mac = %mac, state = %record.state, "not armed: local boot");
         return local(&st, "local");
     };
     let Some(iso_sha256) = st.boot.iso_sha256.clone() else {
@@ -160,12 +198,19 @@ async fn ipxe_script(
     }
 }
 
+/// Read size for the boot assets (kernel, initrd, ISO).
+const FILE_CHUNK_BYTES: usize = 1 << 20;
+
 async fn serve_path(path: Option<&PathBuf>, what: &str, req: axum::extract::Request) -> Response {
     use tower::ServiceExt;
     let Some(path) = path else {
         return refuse(StatusCode::NOT_FOUND, &format!("{what} is not configured"));
     };
+    // 1 MiB reads instead of the default 64 KiB: every chunk is a hop to
+    // the blocking pool, and an ISO is a gigabyte. Memory stays bounded
+    // (one chunk in flight per download).
     match tower_http::services::ServeFile::new(path)
+        .with_buf_chunk_size(FILE_CHUNK_BYTES)
         .oneshot(req)
         .await
     {

@@ -440,12 +440,11 @@ fn note_row(r: &Row<'_>) -> rusqlite::Result<NoteRecord> {
 }
 
 fn load_host(tx: &Connection, name: &str) -> Result<Option<HostRecord>> {
+    // Cached statement: this point read runs on every boot request, and
+    // parsing the SQL each time cost more than the query itself.
     let row = tx
-        .query_row(
-            &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = ?1"),
-            [name],
-            host_row,
-        )
+        .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = ?1"))?
+        .query_row([name], host_row)
         .optional()?;
     row.map(host_record).transpose()
 }
