@@ -783,6 +783,19 @@ async fn refusals_are_4xx_and_change_nothing() {
     assert!(!s.contains("kernel "), "{s}");
 
     assert_eq!(everything(&d).await, before, "a refusal changed the store");
+
+    // Refusals say why in our log (and never with the token, see the
+    // happy path).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = d.logs();
+    for why in [
+        "answer refused: no armed host among the installer's MACs",
+        "callback with a wrong token refused",
+        "unknown MAC: local boot",
+        "not armed: local boot",
+    ] {
+        assert!(logs.contains(why), "{why:?} not logged:\n{logs}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
