@@ -494,6 +494,19 @@ impl Settings {
         };
         safe_word("proxmox.existing_node", &w.proxmox.existing_node)?;
         safe_word("proxmox.join_fingerprint", &w.proxmox.join_fingerprint)?;
+        if let Some(fp) = &w.proxmox.join_fingerprint {
+            let parts: Vec<&str> = fp.split(':').collect();
+            if parts.len() != 32
+                || !parts
+                    .iter()
+                    .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(invalid(
+                    "proxmox.join_fingerprint",
+                    "expected the SHA-256 fingerprint of the existing node's API certificate: 32 colon-separated hex bytes (pvecm status / GUI Join Information)".into(),
+                ));
+            }
+        }
         let proxmox = ProxmoxSettings {
             iso: w.proxmox.iso.as_deref().map(resolve),
             iso_sha256: w.proxmox.iso_sha256.map(|s| s.to_ascii_lowercase()),
@@ -623,7 +636,7 @@ mod tests {
             "server:\n  listen: 0.0.0.0:8080\n  public_url: http://10.0.0.2:8080/\n\
              paths:\n  hosts_dir: /etc/hosts.d\n  state_dir: /var/lib/p\n\
              pxe:\n  enable: true\n  interface: br0\n  subnet: 10.0.0.0/24\n  server_address: 10.0.0.2\n  dnsmasq: external\n\
-             proxmox:\n  existing_node: pve-00\n  join_fingerprint: 'AB:CD'\n\
+             proxmox:\n  existing_node: pve-00\n\
              infrastructure:\n  base_url: ''\n\
              deadlines:\n  installing: 90m\n",
         )
@@ -655,6 +668,10 @@ mod tests {
                 "shell metacharacters",
             ),
             ("proxmox:\n  iso_sha256: abc\n", "64 hex digits"),
+            (
+                "proxmox:\n  join_fingerprint: 'AB:CD'\n",
+                "32 colon-separated hex bytes",
+            ),
             ("server:\n  public_url: 'ftp://x'\n", "http://"),
         ];
         for (text, want) in cases {

@@ -61,7 +61,7 @@
           };
           proxmox = {
             existing_node = "10.0.0.10";
-            join_fingerprint = "AA:BB";
+            join_fingerprint = "AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA";
           };
         };
       };
