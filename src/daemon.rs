@@ -91,10 +91,14 @@ pub fn status_line(store: &Store, snapshot: &Snapshot) -> String {
 
 /// Runs the daemon until `shutdown` resolves or SIGTERM/SIGINT arrives.
 pub async fn run(
-    settings: Settings,
+    mut settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if !settings.server.public_url_explicit {
+        // Machines must be sent to the address we really listen on.
+        settings.server.public_url = format!("http://{}", listener.local_addr()?);
+    }
     let state_dir = settings.paths.state_dir.clone();
     create_private_dir(&state_dir)?;
     if !settings.paths.hosts_dir.is_dir() {
@@ -122,6 +126,8 @@ pub async fn run(
     let (snap_tx, snap_rx) = tokio_watch::channel(Arc::new(first));
     let (settings_tx, settings_rx) = tokio_watch::channel(Arc::new(settings.clone()));
     let kick = Arc::new(Notify::new());
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    crate::metrics::start_collector(metrics.clone(), store.clone());
 
     // The watcher only enqueues; the loader task owns the per-file cache.
     let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
@@ -132,6 +138,7 @@ pub async fn run(
     let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<Arc<Settings>>();
     {
         let snap_tx = snap_tx.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -150,6 +157,13 @@ pub async fn run(
                     log_diagnostics(&s);
                 }
                 tracing::debug!(hosts = s.hosts.len(), "declarations reloaded");
+                metrics.declaration_reloaded();
+                metrics.set_declaration_errors(
+                    s.diagnostics
+                        .iter()
+                        .filter(|d| d.severity == crate::decl::Severity::Error)
+                        .count() as u64,
+                );
                 snap_tx.send_replace(Arc::new(s));
             }
         });
@@ -231,8 +245,6 @@ pub async fn run(
     }
 
     // Metrics follow the store's events from here on.
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    crate::metrics::start_collector(metrics.clone(), store.clone());
     let state = AppState {
         store: store.clone(),
         snapshot: snap_rx.clone(),
@@ -254,6 +266,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     {
         let source = settings.source.clone();
+        let bound_url = format!("http://{addr}");
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
@@ -273,7 +286,10 @@ pub async fn run(
                             None => Settings::embedded_default(),
                         };
                         match loaded {
-                            Ok(s) => {
+                            Ok(mut s) => {
+                                if !s.server.public_url_explicit {
+                                    s.server.public_url = bound_url.clone();
+                                }
                                 tracing::info!("settings reloaded");
                                 let s = Arc::new(s);
                                 settings_tx.send_replace(s.clone());

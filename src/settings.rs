@@ -159,6 +159,9 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Base URL machines use to reach us, without a trailing slash.
     pub public_url: String,
+    /// Whether `public_url` was set; otherwise it follows the address the
+    /// daemon actually bound (`--listen 127.0.0.1:0`).
+    pub public_url_explicit: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -325,6 +328,7 @@ impl Settings {
             .unwrap_or("127.0.0.1:8080")
             .parse()
             .map_err(|e| invalid("server.listen", format!("expected address:port: {e}")))?;
+        let public_url_explicit = w.server.public_url.is_some();
         let public_url = match w.server.public_url {
             Some(u) => {
                 if !(u.starts_with("http://") || u.starts_with("https://"))
@@ -594,7 +598,11 @@ impl Settings {
 
         Ok(Settings {
             source: path.map(Path::to_path_buf),
-            server: ServerSettings { listen, public_url },
+            server: ServerSettings {
+                listen,
+                public_url,
+                public_url_explicit,
+            },
             paths,
             pxe,
             proxmox,
