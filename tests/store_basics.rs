@@ -770,3 +770,71 @@ fn store_is_shareable_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
 }
+
+/// A deleted private key is in no file of the store afterwards: not in the
+/// database's free pages (secure_delete) and not in the WAL (checkpointed).
+#[test]
+fn deleted_private_key_leaves_no_trace_in_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = provisioning::store::Store::open_in_dir(dir.path()).unwrap();
+    s.ensure_host("pve-01", "52:54:00:12:34:56").unwrap();
+    let marker = "PRIVATE-KEY-MARKER-0123456789abcdef";
+    let t = s
+        .start_rebuild(
+            "pve-01",
+            1,
+            provisioning::store::NewRebuild {
+                token_hash: [7; 32],
+                public_key: "ssh-ed25519 AAAA test".into(),
+                private_key: marker.into(),
+            },
+            "test",
+        )
+        .unwrap();
+    let op = t.operation.unwrap();
+    let contains = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                std::fs::read(e.path())
+                    .map(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                    .unwrap_or(false)
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(!contains(dir.path()).is_empty(), "the key is stored first");
+    s.delete_private_key(op).unwrap();
+    assert_eq!(
+        contains(dir.path()),
+        Vec::<String>::new(),
+        "files still holding the key"
+    );
+
+    // Ending a rebuild (here: failing it) scrubs as well.
+    let t = s
+        .start_rebuild(
+            "pve-01",
+            2,
+            provisioning::store::NewRebuild {
+                token_hash: [8; 32],
+                public_key: "ssh-ed25519 AAAA test".into(),
+                private_key: marker.into(),
+            },
+            "test",
+        )
+        .unwrap();
+    s.apply(
+        "pve-01",
+        t.operation.unwrap(),
+        provisioning::state::EventKind::Fail,
+        "boom",
+    )
+    .unwrap();
+    assert_eq!(
+        contains(dir.path()),
+        Vec::<String>::new(),
+        "files still holding the key after fail"
+    );
+}

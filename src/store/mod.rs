@@ -450,6 +450,27 @@ fn load_host(tx: &Connection, name: &str) -> Result<Option<HostRecord>> {
 }
 
 /// Closes an open operation; the private key goes in the same statement.
+/// Whether this event ended a rebuild (and so deleted its private key).
+fn ends_a_rebuild(ev: &StoreEvent) -> bool {
+    match ev {
+        StoreEvent::Transition(t) => {
+            matches!(t.to, HostState::Ready | HostState::Failed)
+                || (t.event == EventKind::StartRebuild && t.from.is_active())
+        }
+        StoreEvent::Note(_) => false,
+    }
+}
+
+/// With WAL, the page that held a deleted private key stays in the WAL file
+/// until a checkpoint; truncating it leaves the key in no file (the
+/// database's own pages are zeroed by `secure_delete`). Best effort: a
+/// failure is logged, never fatal.
+fn scrub_wal(conn: &Connection) {
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "cannot checkpoint the store after deleting a key");
+    }
+}
+
 fn end_operation(
     tx: &Transaction<'_>,
     id: i64,
@@ -602,6 +623,8 @@ impl Store {
     fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted private keys must not linger in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         schema::MIGRATIONS
             .to_latest(&mut conn)
@@ -653,6 +676,9 @@ impl Store {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = f(&tx, &mut events)?;
             tx.commit()?;
+            if events.iter().any(ends_a_rebuild) {
+                scrub_wal(&conn);
+            }
             value
         };
         for ev in events {
@@ -1142,7 +1168,9 @@ impl Store {
                 [operation],
             )?;
             Ok(())
-        })
+        })?;
+        scrub_wal(&self.lock());
+        Ok(())
     }
 
     pub fn record_unknown_mac(&self, mac: &str) -> Result<()> {
