@@ -151,7 +151,7 @@ fn s1_bios_then_s7_rebuild(rep: &mut Report, run7: bool) {
     let t0 = e2e::now_ms();
     d.declare(host, &m.mac, 1);
     d.wait_state(&net, host, "pxe_ready", ARMED, ctx(&[]));
-    d.ensure_armed_in_dnsmasq(&m.mac);
+    d.assert_in_dnsmasq_hostsdir(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "ready", READY, || m.context());
     rep.add(
@@ -191,7 +191,7 @@ fn s1_bios_then_s7_rebuild(rep: &mut Report, run7: bool) {
     let t1 = e2e::now_ms();
     d.declare(host, &m.mac, 2);
     d.wait_state(&net, host, "pxe_ready", ARMED, || m.context());
-    d.ensure_armed_in_dnsmasq(&m.mac);
+    d.assert_in_dnsmasq_hostsdir(&m.mac);
     m.power_off();
     m.power_on();
     d.wait_state(&net, host, "ready", READY, || m.context());
@@ -230,7 +230,7 @@ fn s2_uefi(rep: &mut Report) {
     let t0 = e2e::now_ms();
     d.declare(host, &m.mac, 1);
     d.wait_state(&net, host, "pxe_ready", ARMED, ctx(&[]));
-    d.ensure_armed_in_dnsmasq(&m.mac);
+    d.assert_in_dnsmasq_hostsdir(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "ready", READY, || m.context());
     rep.add(
@@ -266,7 +266,7 @@ fn s3_three(rep: &mut Report) {
             ARMED,
             ctx(&[]),
         );
-        d.ensure_armed_in_dnsmasq(&m.mac);
+        d.assert_in_dnsmasq_hostsdir(&m.mac);
     }
     for m in ms.iter_mut() {
         m.power_on();
@@ -359,7 +359,7 @@ fn s5_installer_fails(rep: &mut Report) {
     m.fw_cfg.push(("fail".into(), "disk".into()));
     d.declare(host, &m.mac, 1);
     d.wait_state(&net, host, "pxe_ready", ARMED, ctx(&[]));
-    d.ensure_armed_in_dnsmasq(&m.mac);
+    d.assert_in_dnsmasq_hostsdir(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "failed", READY, || m.context());
     let h = d.host(&net, host).expect("host");
@@ -374,7 +374,7 @@ fn s5_installer_fails(rep: &mut Report) {
     let t1 = e2e::now_ms();
     d.declare(host, &m.mac, 2);
     d.wait_state(&net, host, "pxe_ready", ARMED, || m.context());
-    d.ensure_armed_in_dnsmasq(&m.mac);
+    d.assert_in_dnsmasq_hostsdir(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "ready", READY, || m.context());
     rep.add(
@@ -398,7 +398,7 @@ fn s6_daemon_killed(rep: &mut Report) {
     let t0 = e2e::now_ms();
     d.declare(host, &m.mac, 1);
     d.wait_state(&net, host, "pxe_ready", ARMED, ctx(&[]));
-    d.ensure_armed_in_dnsmasq(&m.mac);
+    d.assert_in_dnsmasq_hostsdir(&m.mac);
     m.power_on();
     d.wait_state(&net, host, "installing", READY, || m.context());
     d.kill9();

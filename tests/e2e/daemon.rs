@@ -1,5 +1,5 @@
 //! The daemon under test (`provisioning serve`, the crate's own binary) in the run's
-//! server namespace, spawning its own proxy-DHCP dnsmasq; its settings, secrets and
+//! server namespace, supervising its own proxy-DHCP dnsmasq (`pxe.dnsmasq: spawn`); its settings, secrets and
 //! `hosts.d`; the prepared stand-in ISO and the kernel/initrd extracted from it (both
 //! with the crate's own `iso` code path); and the mock Infrastructure service.
 //! Killing (SIGKILL) and restarting it keeps its state directory. Drop kills it.
@@ -29,7 +29,6 @@ pub struct Daemon {
     ns: String,
     child: Option<Child>,
     infra: Option<Child>,
-    dnsmasq: Option<Child>,
 }
 
 fn bin() -> PathBuf {
@@ -113,7 +112,7 @@ pxe:
   interface: {bridge}
   subnet: {subnet}
   server_address: {server}
-  dnsmasq: external
+  dnsmasq: spawn
   ipxe_dir: /usr/lib/ipxe
   hostsdir: {hostsdir}
   kernel_args: "console=ttyS0 no_timer_check pxe.on_failure=poweroff"
@@ -165,37 +164,9 @@ deadlines:
             .stderr(Stdio::null())
             .spawn()
             .expect("mock-infra");
-        // dnsmasq as the NixOS deployment runs it (`pxe.dnsmasq: external`): its own
-        // service, configured by `provisioning dnsmasq-config`, sharing the hostsdir.
         let hostsdir = dir.join("dnsmasq-hosts");
-        fs::create_dir_all(&hostsdir).expect("hostsdir");
-        let dnsmasq_conf = dir.join("dnsmasq.conf");
-        run(Command::new(bin())
-            .args(["dnsmasq-config", "--config"])
-            .arg(&config)
-            .arg("--out")
-            .arg(&dnsmasq_conf));
-        let dnsmasq = net
-            .exec("dnsmasq")
-            .arg("--keep-in-foreground")
-            .arg(format!("--conf-file={}", dnsmasq_conf.display()))
-            .arg(format!(
-                "--log-facility={}",
-                dir.join("dnsmasq.log").display()
-            ))
-            .args(["--log-dhcp", "--user=root", "--group=root"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                fs::File::create(dir.join("dnsmasq.stderr"))
-                    .map(Stdio::from)
-                    .unwrap_or(Stdio::null()),
-            )
-            .spawn()
-            .expect("dnsmasq");
         let mut d = Daemon {
             hostsdir,
-            dnsmasq: Some(dnsmasq),
             log: dir.join("daemon.log"),
             dir,
             config,
@@ -279,21 +250,16 @@ deadlines:
         fs::rename(&tmp, self.hosts_dir.join(format!("{name}.kdl"))).expect("host file");
     }
 
-    /// After a host is armed, dnsmasq must know its MAC (the daemon's hostsdir entry).
-    /// Until the daemon maintains the hostsdir itself, the harness writes the entry
-    /// and records a note in the report.
-    pub fn ensure_armed_in_dnsmasq(&self, mac: &str) {
+    /// A declared MAC must be in the daemon's dnsmasq hostsdir (only declared MACs
+    /// get PXE answers).
+    pub fn assert_in_dnsmasq_hostsdir(&self, mac: &str) {
         let file = self.hostsdir.join(mac.replace(':', "-"));
-        for _ in 0..12 {
-            if file.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        note(
-            "the daemon wrote no dhcp-hostsdir entry for an armed MAC; the harness wrote it".into(),
+        wait_for(
+            &format!("the daemon's dhcp-hostsdir entry {}", file.display()),
+            Duration::from_secs(10),
+            || file.exists().then_some(()),
+            || tail(&self.log, 30),
         );
-        fs::write(&file, format!("{mac}\n")).expect("hostsdir entry");
     }
 
     pub fn hosts(&self, net: &Net) -> Vec<Value> {
@@ -424,10 +390,6 @@ fn children_of(pid: u32) -> Vec<u32> {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
-        if let Some(mut c) = self.dnsmasq.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
         if let Some(mut c) = self.infra.take() {
             let _ = c.kill();
             let _ = c.wait();
