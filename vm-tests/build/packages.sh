@@ -7,7 +7,7 @@ set -euo pipefail
 
 PACKAGES=(qemu-system-x86 ipxe-qemu ipxe ovmf dnsmasq-base busybox-static cpio
     iproute2 syslinux syslinux-common mtools dosfstools fdisk xorriso zstd dropbear-bin
-    openssh-client curl jq bash gzip binutils)
+    openssh-client curl jq bash gzip)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

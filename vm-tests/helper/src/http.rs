@@ -53,6 +53,7 @@ pub fn request(
     timeout: Duration,
 ) -> Result<Response, String> {
     let u = parse_url(url)?;
+    let url = &crate::redact(url);
     let addr: SocketAddr = (u.host.as_str(), u.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", u.host))?

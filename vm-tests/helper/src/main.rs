@@ -22,6 +22,16 @@ fn usage() -> String {
     "usage:\n  standin sysinfo\n  standin fetch-answer <url> <outdir>\n  standin check-answer <file> <outdir>\n  standin mode-url <auto-installer-mode.toml>\n  standin get <url> <out>\n  standin post-json <url> <file>\n  standin webhook <url> <fqdn> <boot-mode> <ed25519-pub-file> <mgmt-if> <mgmt-cidr> <machine-id> <reboot-mode>".into()
 }
 
+/// A URL for log lines: the last path segment of a callback URL is its token.
+pub(crate) fn redact(url: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((head, tail)) if tail.len() >= 16 && head.matches('/').count() > 3 => {
+            format!("{head}/<redacted>")
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn read_sys(p: &str) -> String {
     fs::read_to_string(p)
         .map(|s| s.trim().to_string())
@@ -212,11 +222,12 @@ fn run(args: &[String]) -> Result<(), String> {
         ["get", url, out] => {
             let r = http::request("GET", url, None, &[], TIMEOUT)?;
             if !(200..300).contains(&r.status) {
-                return Err(format!("GET {url}: HTTP status {}", r.status));
+                return Err(format!("GET {}: HTTP status {}", redact(url), r.status));
             }
             if r.body.len() > MAX_FIRST_BOOT {
                 return Err(format!(
-                    "GET {url}: {} bytes exceeds the 1 MiB limit",
+                    "GET {}: {} bytes exceeds the 1 MiB limit",
+                    redact(url),
                     r.body.len()
                 ));
             }
@@ -225,10 +236,11 @@ fn run(args: &[String]) -> Result<(), String> {
         ["post-json", url, file] => {
             let body = fs::read(file).map_err(|e| format!("{file}: {e}"))?;
             let r = http::request("POST", url, Some("application/json"), &body, TIMEOUT)?;
-            eprintln!("standin: POST {url} -> {}", r.status);
+            eprintln!("standin: POST {} -> {}", redact(url), r.status);
             if !(200..300).contains(&r.status) {
                 return Err(format!(
-                    "POST {url}: HTTP status {}: {}",
+                    "POST {}: HTTP status {}: {}",
+                    redact(url),
                     r.status,
                     String::from_utf8_lossy(&r.body)
                 ));
@@ -279,7 +291,11 @@ fn run(args: &[String]) -> Result<(), String> {
             });
             let body = serde_json::to_vec(&payload).map_err(|e| e.to_string())?;
             let r = http::request("POST", url, Some("application/json"), &body, TIMEOUT)?;
-            eprintln!("standin: post-installation webhook {url} -> {}", r.status);
+            eprintln!(
+                "standin: post-installation webhook {} -> {}",
+                redact(url),
+                r.status
+            );
             if !(200..300).contains(&r.status) {
                 // The real installer logs a failed webhook and carries on.
                 eprintln!(
