@@ -126,12 +126,27 @@ fn assert_joined_and_clean(d: &Daemon, net: &Net, m: &Machine) -> String {
         "{}: first-boot hook exit status",
         m.name
     );
+    // Checked byte-wise in every file of the state directory (database, WAL,
+    // journal): a deleted row can live on in SQLite's WAL or free pages. Recorded
+    // and failed at the end of the run, so the other assertions still run.
     let hits = d.state_files_containing(b"PRIVATE KEY");
-    assert!(
-        hits.is_empty(),
-        "a private key is still in the store: {hits:?}"
-    );
+    if !hits.is_empty() {
+        finding(format!(
+            "{}: the ephemeral private key is still in the store's files after ready: {hits:?}",
+            m.name
+        ));
+    }
     eph
+}
+
+/// Failures found after a scenario's other assertions passed; they fail the run.
+static FINDINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn finding(s: String) {
+    eprintln!("e2e: FINDING: {s}");
+    if let Ok(mut f) = FINDINGS.lock() {
+        f.push(s);
+    }
 }
 
 fn infra_writes(d: &Daemon) -> usize {
@@ -473,19 +488,25 @@ fn e2e_scenarios() {
     }
     if let Ok(notes) = e2e::daemon::NOTES.lock() {
         for n in notes.iter() {
-            rep.notes.push(n.clone());
+            rep.notes.push(format!("NOTE (harness workaround): {n}"));
         }
     }
+    if let Ok(f) = FINDINGS.lock() {
+        rep.notes
+            .extend(f.iter().map(|x| format!("FINDING (fails the run): {x}")));
+    }
     rep.print(&artefacts().work.join("timings.txt"));
+    let findings: Vec<String> = FINDINGS.lock().map(|f| f.clone()).unwrap_or_default();
     let failed: Vec<String> = rep
         .results
         .iter()
         .filter_map(|(n, r, _)| r.as_ref().err().map(|e| format!("{n}: {e}")))
         .collect();
     assert!(
-        failed.is_empty(),
-        "{} scenario(s) failed:\n{}",
+        failed.is_empty() && findings.is_empty(),
+        "{} scenario(s) failed:\n{}\nfindings:\n{}",
         failed.len(),
-        failed.join("\n\n")
+        failed.join("\n\n"),
+        findings.join("\n")
     );
 }

@@ -93,7 +93,7 @@ impl Report {
         }
         s.push_str(&format!("total {:.0} s\n", total.as_secs_f64()));
         for n in &self.notes {
-            s.push_str(&format!("NOTE (harness workaround): {n}\n"));
+            s.push_str(&format!("{n}\n"));
         }
         s
     }
