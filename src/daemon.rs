@@ -186,7 +186,7 @@ pub async fn run(
                 let st = store.clone();
                 let snap = snapshot.clone();
                 let result = tokio::task::spawn_blocking(move || {
-                    let r = Reconciler::new(deadlines(&settings));
+                    let r = Reconciler::new(crate::reconcile::Deadlines::from(&settings.deadlines));
                     let out = r.try_reconcile_all(&snap, &st, now_ms(), &|h, g| {
                         crate::reconcile::fresh_secrets(h, g)
                     });
@@ -251,7 +251,6 @@ pub async fn run(
         settings: settings_rx.clone(),
         kick: kick.clone(),
         boot: Arc::new(boot),
-        boot_requests: Arc::new(crate::server::BootRequests::default()),
         stopping: stopping_rx.clone(),
         dnsmasq: dnsmasq_status,
         metrics: metrics.clone(),
@@ -330,18 +329,6 @@ pub async fn run(
         } => tracing::warn!("requests still open after {GRACE:?}; stopping anyway"),
     }
     Ok(())
-}
-
-fn deadlines(settings: &Settings) -> crate::reconcile::Deadlines {
-    let d = &settings.deadlines;
-    crate::reconcile::Deadlines {
-        pxe_ready: d.pxe_ready,
-        pxe_booted: d.pxe_booted,
-        installing: d.installing,
-        installed: d.installed,
-        first_boot: d.first_boot,
-        joining: d.joining,
-    }
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

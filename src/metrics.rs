@@ -261,16 +261,6 @@ impl Metrics {
     /// The exposition text, with the host gauge from `hosts_by_state`
     /// (every state is listed, zeros included).
     pub fn render(&self, hosts_by_state: &BTreeMap<HostState, u64>) -> String {
-        self.render_with(hosts_by_state, &[])
-    }
-
-    /// [`Metrics::render`] with boot-flow request counts kept elsewhere
-    /// (the server's `BootRequests`) added to the ones counted here.
-    pub fn render_with(
-        &self,
-        hosts_by_state: &BTreeMap<HostState, u64>,
-        boot_requests: &[(&'static str, &'static str, u64)],
-    ) -> String {
         let mut out = String::with_capacity(8 * 1024);
         header(
             &mut out,
@@ -346,11 +336,7 @@ impl Metrics {
             "counter",
             "Boot-flow requests by endpoint and outcome (refusals included).",
         );
-        let mut boot = inner.boot_requests.clone();
-        for (endpoint, outcome, n) in boot_requests {
-            *boot.entry((endpoint, outcome)).or_insert(0) += n;
-        }
-        for ((endpoint, outcome), n) in &boot {
+        for ((endpoint, outcome), n) in &inner.boot_requests {
             let _ = writeln!(
                 out,
                 "provisioning_boot_requests_total{{endpoint=\"{}\",outcome=\"{}\"}} {n}",
@@ -503,8 +489,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        st.metrics
-            .render_with(&counts, &st.boot_requests.snapshot()),
+        st.metrics.render(&counts),
     )
         .into_response()
 }

@@ -96,7 +96,7 @@ pub fn routes() -> Router<AppState> {
 /// Counts a boot-flow request by endpoint and outcome (refusals included),
 /// for `/metrics`.
 fn count(st: &AppState, endpoint: &'static str, outcome: &'static str) {
-    st.boot_requests.record(endpoint, outcome);
+    st.metrics.boot_request(endpoint, outcome);
 }
 
 fn refuse(status: StatusCode, why: &str) -> Response {

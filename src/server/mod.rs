@@ -32,7 +32,6 @@ pub struct AppState {
     /// Wakes the reconciler after a callback changed something.
     pub kick: Arc<Notify>,
     pub boot: Arc<boot::BootContext>,
-    pub boot_requests: Arc<BootRequests>,
     /// Turns true when the daemon stops: long-lived responses (the event
     /// stream) end so that graceful shutdown does not wait for them.
     pub stopping: watch::Receiver<bool>,
@@ -40,28 +39,6 @@ pub struct AppState {
     pub dnsmasq: Option<watch::Receiver<crate::boot::dnsmasq::DnsmasqStatus>>,
     /// Counters and histograms served at `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// Boot-flow requests by endpoint and outcome (refusals included).
-#[derive(Default)]
-pub struct BootRequests {
-    counts: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
-}
-
-impl BootRequests {
-    pub fn record(&self, endpoint: &'static str, outcome: &'static str) {
-        if let Ok(mut m) = self.counts.lock() {
-            *m.entry((endpoint, outcome)).or_default() += 1;
-        }
-    }
-
-    /// `(endpoint, outcome, count)`, sorted.
-    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
-        self.counts
-            .lock()
-            .map(|m| m.iter().map(|((e, o), n)| (*e, *o, *n)).collect())
-            .unwrap_or_default()
-    }
 }
 
 pub fn app(state: AppState) -> Router {

@@ -111,7 +111,6 @@ impl Fixture {
             settings,
             kick: Arc::new(Notify::new()),
             boot: Arc::new(boot),
-            boot_requests: Arc::new(provisioning::server::BootRequests::default()),
             stopping,
             dnsmasq: None,
             metrics: metrics.clone(),
