@@ -10,6 +10,14 @@ set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 mkdir -p "$WORK"
+# One build at a time per work directory: two overlapping runs (a test run and a
+# hand-started smoke.sh, say) would otherwise interleave `rm -rf` and writes in the same
+# output directories and leave disk images with half-written files in them.
+exec 9>"$WORK/.prepare.lock"
+if ! flock -n 9; then
+    log "another prepare.sh is building in $WORK; waiting for it"
+    flock 9
+fi
 b=$VM_TESTS_DIR/build
 bash "$b/packages.sh"
 bash "$b/kernel.sh"

@@ -71,7 +71,11 @@ impl Net {
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let dir = artefacts().work.join("runs").join(format!("{label}-{id}"));
+        let runs = artefacts().work.join("runs");
+        if N.load(Ordering::SeqCst) == 0 {
+            prune_dead_runs(&runs);
+        }
+        let dir = runs.join(format!("{label}-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("run dir");
         register(&id);
@@ -157,5 +161,53 @@ impl Drop for Net {
     fn drop(&mut self) {
         down(&self.id);
         unregister(&self.id);
+        // A passing scenario keeps its logs but not its ~140 MB of disks and ISOs; a
+        // failing one keeps everything for the post-mortem.
+        if !std::thread::panicking() {
+            prune_bulk(&self.dir);
+        }
+    }
+}
+
+/// Runs of test processes that are gone (`<label>-e<pid>n<k>`): keep their logs, drop
+/// their disks.
+fn prune_dead_runs(runs: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let pid = name
+            .rsplit_once("-e")
+            .and_then(|(_, r)| r.split_once('n'))
+            .map(|(p, _)| p.to_string());
+        if let Some(pid) = pid
+            && !PathBuf::from(format!("/proc/{pid}")).exists()
+        {
+            prune_bulk(&e.path());
+        }
+    }
+}
+
+/// Deletes the bulky files of a run directory (machine disks, the prepared ISO and
+/// the boot files extracted from it), keeping logs, leases and the daemon's database.
+pub fn prune_bulk(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "boot") {
+                let _ = std::fs::remove_dir_all(&p);
+            } else {
+                prune_bulk(&p);
+            }
+        } else if p
+            .extension()
+            .is_some_and(|x| x == "raw" || x == "iso" || x == "qcow2")
+        {
+            let _ = std::fs::remove_file(&p);
+        }
     }
 }

@@ -61,6 +61,14 @@ pack_newc "$root" "$out/initrd.img"
 rm -rf "$root"
 
 export MTOOLS_SKIP_CHECK=1
+# verify_image IMG: the files the installed system boots from read back byte-identical
+# (a damaged extras.img only shows much later, as a failed join).
+verify_image() {
+    local f
+    for f in vmlinuz:"$vmlinuz" initrd.img:"$out/initrd.img" extras.img:"$out/extras.cpio.gz"; do
+        mtype -i "$1@@1M" "::${f%%:*}" | cmp -s - "${f#*:}" || die "$1: ${f%%:*} does not read back intact"
+    done
+}
 vmlinuz=$WORK/kernel/vmlinuz
 part_kib=$(( (DISK_MIB - 1) * 1024 - 64 ))   # from 1 MiB to the end, minus room for GPT's backup
 # BIOS: MBR, one bootable FAT16 partition, syslinux
@@ -85,6 +93,7 @@ mcopy -i "$img@@1M" "$out/syslinux.cfg" ::syslinux.cfg
 mmd -i "$img@@1M" ::standin
 syslinux --offset 1048576 --install "$img"
 dd if=/usr/lib/syslinux/mbr/mbr.bin of="$img" bs=440 count=1 conv=notrunc status=none
+verify_image "$img"
 gzip -9n "$img"
 # UEFI: GPT, one ESP (FAT32), systemd-boot as the removable-media loader
 img=$out/disk-efi.img
@@ -100,6 +109,7 @@ mcopy -i "$img@@1M" "$out/standin.conf" ::loader/entries/standin.conf
 mcopy -i "$img@@1M" "$vmlinuz" ::vmlinuz
 mcopy -i "$img@@1M" "$out/initrd.img" ::initrd.img
 mcopy -i "$img@@1M" "$out/extras.cpio.gz" ::extras.img
+verify_image "$img"
 gzip -9n "$img"
 rm -f "$out/syslinux.cfg" "$out/loader.conf" "$out/standin.conf"
 echo $DISK_MIB >"$out/disk-mib"

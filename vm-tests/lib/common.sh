@@ -17,11 +17,16 @@ need() { command -v "$1" >/dev/null 2>&1 || die "missing command '$1' (Debian pa
 need_file() { [ -e "$1" ] || die "missing file $1 (Debian package: $2)"; }
 
 # stamp_ok NAME HASH OUTPUT...: true when step NAME was built from inputs HASH and
-# all its outputs exist.
+# all its outputs exist. When false, the stamp is removed before the caller rebuilds,
+# so a build that is interrupted half-way is never taken for a finished one.
 stamp_ok() {
     local name=$1 hash=$2; shift 2
-    [ -f "$WORK/stamps/$name" ] && [ "$(cat "$WORK/stamps/$name")" = "$hash" ] || return 1
-    local f; for f in "$@"; do [ -e "$f" ] || return 1; done
+    local ok=1 f
+    [ -f "$WORK/stamps/$name" ] && [ "$(cat "$WORK/stamps/$name")" = "$hash" ] || ok=0
+    for f in "$@"; do [ -e "$f" ] || ok=0; done
+    [ $ok = 1 ] && return 0
+    rm -f "$WORK/stamps/$name"
+    return 1
 }
 stamp_set() { mkdir -p "$WORK/stamps"; printf '%s\n' "$2" >"$WORK/stamps/$1"; }
 
