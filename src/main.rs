@@ -149,11 +149,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(settings.server.listen)
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen)
-                    })?;
+                let listener = provisioning::server::bind(settings.server.listen).map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen)
+                })?;
                 provisioning::daemon::run(settings, listener, std::future::pending()).await
             })?;
             Ok(ExitCode::SUCCESS)

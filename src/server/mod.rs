@@ -74,6 +74,24 @@ pub fn redact_path(path: &str) -> String {
     }
 }
 
+/// The listen queue asked for. Linux caps it at `net.core.somaxconn` (4096 by
+/// default since 5.4). The standard library's (and tokio's) 128 overflows when a
+/// rack of machines powers on at once: every SYN beyond the queue is dropped and
+/// retried by the client only after one second.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the daemon's listening socket (address reuse on, [`LISTEN_BACKLOG`]).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish.
 pub async fn run(
@@ -89,6 +107,36 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::redact_path;
+
+    /// 600 machines connecting at once while nobody accepts yet: every
+    /// handshake completes (with the default backlog of 128, the 129th SYN
+    /// and later are dropped and their connect times out here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_listen_queue_holds_a_rack_powering_on() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connected = tokio::task::spawn_blocking(move || {
+            let handles: Vec<_> = (0..600)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        std::net::TcpStream::connect_timeout(
+                            &addr,
+                            std::time::Duration::from_millis(800),
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .filter(|r| r.is_ok())
+                .count()
+        })
+        .await
+        .unwrap();
+        assert_eq!(connected, 600);
+        drop(listener);
+    }
 
     #[test]
     fn tokens_in_paths_are_redacted() {
