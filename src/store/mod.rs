@@ -6,6 +6,12 @@
 //! transaction and, after commit, publishes a [`StoreEvent`] to subscribers
 //! (SSE, metrics). Nothing else writes the `hosts.state` column.
 //!
+//! Host rows are read from an in-memory copy of the `hosts` table
+//! ([`cache`]) that SQLite's update hook keeps equal to the table after
+//! every write, so the boot path and the reconciler do not wait for the
+//! connection. The cache is never changed by hand, and the table is written
+//! only through this store's connection.
+//!
 //! Secrets: the private key and the token hash are readable through
 //! dedicated methods only; no record type that is serialized for the API
 //! carries them. Ending an operation, whichever way, deletes its private key
@@ -19,7 +25,10 @@
 //! take the time explicitly so a caller holding one `now` for a whole pass
 //! (the reconciler) stays consistent.
 
+mod cache;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 use crate::state::{EventKind, HostState};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
@@ -238,6 +247,8 @@ pub fn system_now_ms() -> i64 {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Every `hosts` row, kept equal to the table by [`Store::write`].
+    hosts: cache::HostCache,
     events: broadcast::Sender<StoreEvent>,
     clock: Clock,
     path: Option<PathBuf>,
@@ -440,7 +451,8 @@ fn note_row(r: &Row<'_>) -> rusqlite::Result<NoteRecord> {
 }
 
 fn load_host(tx: &Connection, name: &str) -> Result<Option<HostRecord>> {
-    // Cached statement: this point read runs on every boot request, and
+    // Cached statement: every state change reads its host inside the
+    // transaction (the boot path's iPXE transition on every request), and
     // parsing the SQL each time cost more than the query itself.
     let row = tx
         .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = ?1"))?
@@ -449,7 +461,19 @@ fn load_host(tx: &Connection, name: &str) -> Result<Option<HostRecord>> {
     row.map(host_record).transpose()
 }
 
-/// Closes an open operation; the private key goes in the same statement.
+/// Runs `f` in one immediate transaction: committed if `f` succeeds,
+/// rolled back (when the transaction is dropped) otherwise.
+fn in_transaction<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>, &mut Vec<StoreEvent>) -> Result<T>,
+    events: &mut Vec<StoreEvent>,
+) -> Result<T> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let value = f(&tx, events)?;
+    tx.commit()?;
+    Ok(value)
+}
+
 /// Whether this event ended a rebuild (and so deleted its private key).
 fn ends_a_rebuild(ev: &StoreEvent) -> bool {
     match ev {
@@ -471,6 +495,7 @@ fn scrub_wal(conn: &Connection) {
     }
 }
 
+/// Closes an open operation; the private key goes in the same statement.
 fn end_operation(
     tx: &Transaction<'_>,
     id: i64,
@@ -629,9 +654,13 @@ impl Store {
         schema::MIGRATIONS
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let hosts = cache::HostCache::new();
+        hosts.watch(&conn)?;
+        hosts.reload(&conn)?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Store {
             conn: Mutex::new(conn),
+            hosts,
             events,
             clock: Arc::new(system_now_ms),
             path,
@@ -665,7 +694,9 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction; publishes its events only after
-    /// the commit succeeded.
+    /// the commit succeeded. Whichever way the transaction ends, the host
+    /// cache re-reads the rows it touched before the connection is
+    /// released (a rolled-back change reads back as it was).
     fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>, &mut Vec<StoreEvent>) -> Result<T>,
@@ -673,9 +704,9 @@ impl Store {
         let mut events = Vec::new();
         let value = {
             let mut conn = self.lock();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx, &mut events)?;
-            tx.commit()?;
+            let result = in_transaction(&mut conn, f, &mut events);
+            self.hosts.sync(&conn);
+            let value = result?;
             if events.iter().any(ends_a_rebuild) {
                 scrub_wal(&conn);
             }
@@ -708,29 +739,65 @@ impl Store {
         })
     }
 
+    /// Reads the host cache; a stale cache (a failed refresh) is
+    /// reloaded first, under the connection lock.
+    fn read_hosts<R>(&self, f: impl Fn(&cache::HostTable) -> Result<R>) -> Result<R> {
+        if let Some(t) = self.hosts.read() {
+            return f(&t);
+        }
+        let conn = self.lock();
+        if self.hosts.read().is_none() {
+            self.hosts.reload(&conn)?;
+        }
+        // No write can run while the connection is held: not stale now.
+        let t = self
+            .hosts
+            .read()
+            .ok_or_else(|| StoreError::Corrupt("the host cache cannot be reloaded".to_string()))?;
+        f(&t)
+    }
+
     /// All hosts that are not retired, sorted by name.
     pub fn hosts(&self) -> Result<Vec<HostRecord>> {
-        self.query_hosts("WHERE retired_at IS NULL")
+        self.read_hosts(|t| {
+            t.by_name
+                .values()
+                .filter(|e| !e.row.retired())
+                .map(|e| e.row.record().cloned())
+                .collect()
+        })
     }
 
     /// Every host including retired ones, sorted by name (the reconciler
     /// needs to see retired hosts to bring a re-declared one back).
     pub fn all_hosts(&self) -> Result<Vec<HostRecord>> {
-        self.query_hosts("")
-    }
-
-    fn query_hosts(&self, filter: &str) -> Result<Vec<HostRecord>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {HOST_COLUMNS} FROM hosts {filter} ORDER BY name"
-        ))?;
-        let rows = stmt.query_map([], host_row)?;
-        rows.map(|r| host_record(r?)).collect()
+        self.read_hosts(|t| {
+            t.by_name
+                .values()
+                .map(|e| e.row.record().cloned())
+                .collect()
+        })
     }
 
     /// One host, retired or not (see [`HostRecord::retired`]).
     pub fn host(&self, name: &str) -> Result<Option<HostRecord>> {
-        load_host(&self.lock(), name)
+        self.read_hosts(|t| {
+            t.by_name
+                .get(name)
+                .map(|e| e.row.record().cloned())
+                .transpose()
+        })
+    }
+
+    /// What the boot path needs of a host, retired or not: its state and
+    /// open operation, copied out of the cache without cloning the record.
+    pub fn host_boot_state(&self, name: &str) -> Result<Option<(HostState, Option<i64>)>> {
+        self.read_hosts(|t| {
+            t.by_name
+                .get(name)
+                .map(|e| e.row.record().map(|r| (r.state, r.operation)))
+                .transpose()
+        })
     }
 
     /// Starts rebuild `generation`: closes any open operation as
@@ -1061,15 +1128,13 @@ impl Store {
 
     /// Number of hosts (not retired) per state; states without hosts are absent.
     pub fn stats(&self) -> Result<BTreeMap<HostState, u64>> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT state, count(*) FROM hosts WHERE retired_at IS NULL GROUP BY state")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        rows.map(|r| {
-            let (state, n) = r?;
-            Ok((parse_state(&state)?, from_sql_u64("count", n)?))
+        self.read_hosts(|t| {
+            let mut counts = BTreeMap::new();
+            for e in t.by_name.values().filter(|e| !e.row.retired()) {
+                *counts.entry(e.row.state()?).or_insert(0) += 1;
+            }
+            Ok(counts)
         })
-        .collect()
     }
 
     /// Records facts about an open operation. Refuses an ended one
