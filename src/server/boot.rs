@@ -157,13 +157,13 @@ async fn ipxe_script(
         return local(&st, "unknown");
     };
     let name = host.name.to_string();
-    let record = match st.store.host(&name) {
-        Ok(Some(r)) => r,
+    let (state, operation) = match st.store.host_boot_state(&name) {
+        Ok(Some(s)) => s,
         Ok(None) => return local(&st, "local"),
         Err(e) => return super::api::internal(e),
     };
-    let (true, Some(op)) = (record.state.is_armed(), record.operation) else {
-        tracing::debug!(host = %name, mac = %mac, state = %record.state, "not armed: local boot");
+    let (true, Some(op)) = (state.is_armed(), operation) else {
+        tracing::debug!(host = %name, mac = %mac, state = %state, "not armed: local boot");
         return local(&st, "local");
     };
     let Some(iso_sha256) = st.boot.iso_sha256.clone() else {
