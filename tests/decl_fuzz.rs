@@ -164,3 +164,27 @@ fn many_errors_are_capped() {
             .starts_with("too many errors")
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The loader parses a directory on all cores: the batch parser gives
+    /// exactly what the one-file parser gives for each file, in order.
+    #[test]
+    fn parsing_many_files_at_once_equals_parsing_each(
+        texts in proptest::collection::vec(kdl_like(), 0..12)
+    ) {
+        let names: Vec<String> = (0..texts.len()).map(|i| format!("f{i}.kdl")).collect();
+        let files: Vec<(&Path, &str)> = names
+            .iter()
+            .zip(&texts)
+            .map(|(n, t)| (Path::new(n.as_str()), t.as_str()))
+            .collect();
+        let many = provisioning::decl::kdl::parse_kdl_many(&files);
+        prop_assert_eq!(many.len(), files.len());
+        for ((path, text), got) in files.iter().zip(&many) {
+            let alone = parse_kdl(path, text);
+            prop_assert_eq!(format!("{got:?}"), format!("{alone:?}"));
+        }
+    }
+}

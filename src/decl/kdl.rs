@@ -46,6 +46,69 @@ const DISK_CHILDREN: &[&str] = &[
 /// up in [`FileDecls::diagnostics`]; a host or server type with any error is
 /// left out of the result.
 pub fn parse_kdl(path: &Path, text: &str) -> FileDecls {
+    decode(path, text, parse_guarded)
+}
+
+/// [`parse_kdl`] for many files at once, on up to one thread per core (each
+/// with the parser's large stack). The results come back in input order and
+/// are exactly what [`parse_kdl`] gives for each file alone: the work is only
+/// spread out, never shared between files.
+pub fn parse_kdl_many(files: &[(&Path, &str)]) -> Vec<FileDecls> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_PARSE_WORKERS)
+        .min(files.len());
+    if workers <= 1 {
+        return files.iter().map(|(p, t)| parse_kdl(p, t)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<Option<FileDecls>> = Vec::new();
+    out.resize_with(files.len(), || None);
+    let done: Vec<Vec<(usize, FileDecls)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("kdl-parse".into())
+                    .stack_size(PARSER_STACK)
+                    .spawn_scoped(scope, || {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((path, text)) = files.get(i) else {
+                                return mine;
+                            };
+                            // Already on a large stack: parse here, catching a panic.
+                            let decls = decode(path, text, |t| {
+                                std::panic::catch_unwind(|| KdlDocument::parse(t)).ok()
+                            });
+                            mine.push((i, decls));
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    for (i, d) in done.into_iter().flatten() {
+        out[i] = Some(d);
+    }
+    // A file no worker finished (no thread could be started, or a worker
+    // died): parse it here, one at a time.
+    out.into_iter()
+        .zip(files)
+        .map(|(d, (p, t))| d.unwrap_or_else(|| parse_kdl(p, t)))
+        .collect()
+}
+
+/// More parser threads than this do not help: files are small and the
+/// results are merged on one thread.
+const MAX_PARSE_WORKERS: usize = 8;
+
+fn decode(
+    path: &Path,
+    text: &str,
+    parse: impl FnOnce(&str) -> Option<Result<KdlDocument, ::kdl::KdlError>>,
+) -> FileDecls {
     let src = SourceText::new(path, text);
     let mut dec = Decoder {
         src: &src,
@@ -68,7 +131,7 @@ pub fn parse_kdl(path: &Path, text: &str) -> FileDecls {
             ..FileDecls::default()
         };
     }
-    match parse_guarded(text) {
+    match parse(text) {
         Some(Ok(doc)) => dec.document(&doc),
         Some(Err(err)) => {
             for d in &err.diagnostics {

@@ -25,7 +25,9 @@
 
 use super::{
     At, DeclaredHost, Diagnostic, DiskSpec, FileDecls, HostName, Severity, Snapshot,
-    kdl::parse_kdl, resolve_disk, yaml::parse_server_types_yaml,
+    kdl::{parse_kdl, parse_kdl_many},
+    resolve_disk,
+    yaml::parse_server_types_yaml,
 };
 use crate::mac::MacAddr;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -218,14 +220,54 @@ impl DeclLoader {
         for k in gone {
             self.files.remove(&k);
         }
-        for key in present {
-            self.refresh(key, Kind::Kdl);
-        }
+        self.refresh_many(present);
     }
 
     /// Re-reads one file; parses it when its bytes changed; drops it when it
     /// is gone or no longer a regular file.
     fn refresh(&mut self, key: PathBuf, kind: Kind) {
+        if let Some(p) = self.read_changed(key, kind) {
+            let decls = p.parse();
+            self.set_current(p.key, p.kind, Some(p.hash), decls);
+        }
+    }
+
+    /// Re-reads many host files; the changed ones are parsed on all cores
+    /// ([`parse_kdl_many`]) and then recorded in the given order.
+    fn refresh_many(&mut self, keys: Vec<PathBuf>) {
+        let pending: Vec<Pending> = keys
+            .into_iter()
+            .filter_map(|k| self.read_changed(k, Kind::Kdl))
+            .collect();
+        let (valid, invalid): (Vec<&Pending>, Vec<&Pending>) =
+            pending.iter().partition(|p| p.text().is_ok());
+        let texts: Vec<(&Path, &str)> = valid
+            .iter()
+            .filter_map(|p| Some((p.key.as_path(), p.text().ok()?)))
+            .collect();
+        let mut parsed: HashMap<&Path, FileDecls> = texts
+            .iter()
+            .map(|(p, _)| *p)
+            .zip(parse_kdl_many(&texts))
+            .collect();
+        for p in invalid {
+            parsed.insert(p.key.as_path(), p.parse());
+        }
+        let mut results: Vec<(PathBuf, u64, FileDecls)> = Vec::with_capacity(pending.len());
+        for p in &pending {
+            if let Some(d) = parsed.remove(p.key.as_path()) {
+                results.push((p.key.clone(), p.hash, d));
+            }
+        }
+        for (key, hash, decls) in results {
+            self.set_current(key, Kind::Kdl, Some(hash), decls);
+        }
+    }
+
+    /// Reads one file and returns it when it must be parsed (its bytes
+    /// changed). A file that is gone, not a regular file, too large or
+    /// unreadable is dealt with here and needs no parse.
+    fn read_changed(&mut self, key: PathBuf, kind: Kind) -> Option<Pending> {
         let meta = match std::fs::metadata(&key) {
             Ok(m) => m,
             // A configured server-types file that is missing is an error
@@ -233,34 +275,34 @@ impl DeclLoader {
             // is a deletion.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && kind == Kind::Kdl => {
                 self.files.remove(&key);
-                return;
+                return None;
             }
             Err(e) => {
                 let msg = format!("cannot read: {}", io_message(&e));
                 self.set_current(key.clone(), kind, None, unreadable_at(&key, &msg));
-                return;
+                return None;
             }
         };
         if !meta.is_file() {
             self.files.remove(&key);
-            return;
+            return None;
         }
         if meta.len() > MAX_FILE_BYTES {
             let msg = format!("file is larger than {} MiB", MAX_FILE_BYTES / 1024 / 1024);
             self.set_current(key.clone(), kind, None, unreadable_at(&key, &msg));
-            return;
+            return None;
         }
         self.stats.reads += 1;
         let bytes = match std::fs::read(&key) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.files.remove(&key);
-                return;
+                return None;
             }
             Err(e) => {
                 let msg = format!("cannot read: {}", io_message(&e));
                 self.set_current(key.clone(), kind, None, unreadable_at(&key, &msg));
-                return;
+                return None;
             }
         };
         let hash = hash_bytes(&bytes);
@@ -268,36 +310,15 @@ impl DeclLoader {
             && entry.hash == Some(hash)
             && entry.kind == kind
         {
-            return;
+            return None;
         }
         self.stats.parses += 1;
-        let decls = match std::str::from_utf8(&bytes) {
-            Ok(text) => match kind {
-                Kind::Kdl => parse_kdl(&key, text),
-                Kind::Yaml => parse_server_types_yaml(&key, text),
-            },
-            Err(e) => {
-                let valid = &bytes[..e.valid_up_to()];
-                let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-                let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                let column = String::from_utf8_lossy(&valid[line_start..])
-                    .chars()
-                    .count()
-                    + 1;
-                FileDecls {
-                    diagnostics: vec![Diagnostic {
-                        file: key.clone(),
-                        line,
-                        column,
-                        severity: Severity::Error,
-                        message: "file is not valid UTF-8".to_string(),
-                        snippet: None,
-                    }],
-                    ..FileDecls::default()
-                }
-            }
-        };
-        self.set_current(key, kind, Some(hash), decls);
+        Some(Pending {
+            key,
+            kind,
+            hash,
+            bytes,
+        })
     }
 
     fn set_current(&mut self, key: PathBuf, kind: Kind, hash: Option<u64>, decls: FileDecls) {
@@ -593,6 +614,49 @@ impl DeclLoader {
         owners.mac = snap.by_mac.clone();
         self.owners = owners;
         snap
+    }
+}
+
+/// A file read from disk whose bytes changed since it was last parsed.
+struct Pending {
+    key: PathBuf,
+    kind: Kind,
+    hash: u64,
+    bytes: Vec<u8>,
+}
+
+impl Pending {
+    fn text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.bytes)
+    }
+
+    fn parse(&self) -> FileDecls {
+        match self.text() {
+            Ok(text) => match self.kind {
+                Kind::Kdl => parse_kdl(&self.key, text),
+                Kind::Yaml => parse_server_types_yaml(&self.key, text),
+            },
+            Err(e) => {
+                let valid = &self.bytes[..e.valid_up_to()];
+                let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+                let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let column = String::from_utf8_lossy(&valid[line_start..])
+                    .chars()
+                    .count()
+                    + 1;
+                FileDecls {
+                    diagnostics: vec![Diagnostic {
+                        file: self.key.clone(),
+                        line,
+                        column,
+                        severity: Severity::Error,
+                        message: "file is not valid UTF-8".to_string(),
+                        snippet: None,
+                    }],
+                    ..FileDecls::default()
+                }
+            }
+        }
     }
 }
 
