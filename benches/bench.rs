@@ -43,6 +43,18 @@ struct Opts {
     hosts: usize,
     sse_clients: usize,
     burst: usize,
+    /// `--only a,b`: run just these parts (scale, storm, answer, iso, sse).
+    only: Option<Vec<String>>,
+}
+
+const PARTS: [&str; 5] = ["scale", "storm", "answer", "iso", "sse"];
+
+impl Opts {
+    fn runs(&self, part: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == part))
+    }
 }
 
 fn parse_opts() -> Res<Opts> {
@@ -52,6 +64,7 @@ fn parse_opts() -> Res<Opts> {
         hosts: 10_000,
         sse_clients: 500,
         burst: 1000,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -71,6 +84,14 @@ fn parse_opts() -> Res<Opts> {
             "--hosts" => o.hosts = num("--hosts")? as usize,
             "--sse-clients" => o.sse_clients = num("--sse-clients")? as usize,
             "--burst" => o.burst = num("--burst")? as usize,
+            "--only" => {
+                let v = args.next().ok_or("--only needs a value")?;
+                let parts: Vec<String> = v.split(',').map(|p| p.trim().to_string()).collect();
+                if let Some(bad) = parts.iter().find(|p| !PARTS.contains(&p.as_str())) {
+                    return err(format!("--only: unknown part {bad} (one of {PARTS:?})"));
+                }
+                o.only = Some(parts);
+            }
             other => return err(format!("unknown option {other}")),
         }
     }
@@ -872,37 +893,39 @@ async fn run() -> Res<()> {
     let http = reqwest::Client::builder().build()?;
 
     // ---- 4. scale: check, cold start, RSS, edit → visible
-    let hosts_dir = d.hosts_dir();
-    let st = hosts_dir.join("server-types.yaml");
-    let check = median_of(
-        (0..3)
-            .map(|_| {
-                timed_cmd(
-                    Command::new(DAEMON)
-                        .arg("check")
-                        .arg(&hosts_dir)
-                        .arg("--server-types")
-                        .arg(&st),
-                )
-            })
-            .collect::<Res<Vec<_>>>()?,
-    );
-    let kdl: Vec<PathBuf> = (0..files).map(|f| d.file_of(f)).collect();
-    let cat = median_of(
-        (0..3)
-            .map(|_| timed_cmd(Command::new("cat").args(&kdl)))
-            .collect::<Res<Vec<_>>>()?,
-    );
     let scale = format!("{} hosts / {files} files", o.hosts);
-    t.add(
-        "4",
-        format!("`provisioning check` of {scale}"),
-        "< 500 ms",
-        ms(check),
-        format!("{} (`cat` of the files)", ms(cat)),
-        format!("{:.1}×", check.as_secs_f64() / cat.as_secs_f64()),
-        Some(check < Duration::from_millis(500)),
-    );
+    if o.runs("scale") {
+        let hosts_dir = d.hosts_dir();
+        let st = hosts_dir.join("server-types.yaml");
+        let check = median_of(
+            (0..3)
+                .map(|_| {
+                    timed_cmd(
+                        Command::new(DAEMON)
+                            .arg("check")
+                            .arg(&hosts_dir)
+                            .arg("--server-types")
+                            .arg(&st),
+                    )
+                })
+                .collect::<Res<Vec<_>>>()?,
+        );
+        let kdl: Vec<PathBuf> = (0..files).map(|f| d.file_of(f)).collect();
+        let cat = median_of(
+            (0..3)
+                .map(|_| timed_cmd(Command::new("cat").args(&kdl)))
+                .collect::<Res<Vec<_>>>()?,
+        );
+        t.add(
+            "4",
+            format!("`provisioning check` of {scale}"),
+            "< 500 ms",
+            ms(check),
+            format!("{} (`cat` of the files)", ms(cat)),
+            format!("{:.1}×", check.as_secs_f64() / cat.as_secs_f64()),
+            Some(check < Duration::from_millis(500)),
+        );
+    }
 
     // The empty daemon: what the process costs without declarations.
     let empty_root = root.join("empty");
@@ -919,76 +942,80 @@ async fn run() -> Res<()> {
     let pid = daemon.pid();
     let url = daemon.url.clone();
     let rss_ready = rss_kib(pid);
-    t.add(
-        "4",
-        format!("cold start to `READY=1`, {scale}"),
-        "< 1 s",
-        ms(daemon.ready_after),
-        format!("{} (empty hosts.d)", ms(empty_ready)),
-        format!(
-            "{:.1}×",
-            daemon.ready_after.as_secs_f64() / empty_ready.as_secs_f64()
-        ),
-        Some(daemon.ready_after < Duration::from_secs(1)),
-    );
+    if o.runs("scale") {
+        t.add(
+            "4",
+            format!("cold start to `READY=1`, {scale}"),
+            "< 1 s",
+            ms(daemon.ready_after),
+            format!("{} (empty hosts.d)", ms(empty_ready)),
+            format!(
+                "{:.1}×",
+                daemon.ready_after.as_secs_f64() / empty_ready.as_secs_f64()
+            ),
+            Some(daemon.ready_after < Duration::from_secs(1)),
+        );
+    }
     let t_settle = Instant::now();
     wait_settled(&http, &url, o.hosts, armed).await?;
     let settle = t_settle.elapsed() + daemon.ready_after;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_settled = rss_kib(pid);
-    t.add(
-        "4",
-        "RSS after start (at READY=1 / after the first reconcile)",
-        "< 64 MB",
-        format!("{} / {}", mib(rss_ready), mib(rss_settled)),
-        format!("{} (empty hosts.d)", mib(empty_rss)),
-        format!("{:.1}×", rss_settled as f64 / empty_rss.max(1) as f64),
-        Some(rss_settled * 1024 < 64_000_000),
-    );
-    t.add(
-        "4",
-        format!("first reconcile: rows for {} hosts, {armed} armed", o.hosts),
-        "—",
-        ms(settle),
-        "—",
-        "—",
-        None,
-    );
-    let mut visible = Vec::new();
-    for k in 0..5 {
-        let name = format!("bench-new-{k}");
-        let extra = format!(
-            "host \"{name}\" {{\n    mac \"02:bf:00:00:00:{k:02x}\"\n    server-type \"small\"\n    rebuild 0\n}}\n"
+    if o.runs("scale") {
+        t.add(
+            "4",
+            "RSS after start (at READY=1 / after the first reconcile)",
+            "< 64 MB",
+            format!("{} / {}", mib(rss_ready), mib(rss_settled)),
+            format!("{} (empty hosts.d)", mib(empty_rss)),
+            format!("{:.1}×", rss_settled as f64 / empty_rss.max(1) as f64),
+            Some(rss_settled * 1024 < 64_000_000),
         );
-        let f = 500 % files;
-        let t0 = Instant::now();
-        d.write_file(f, &extra)?;
-        loop {
-            let r = http.get(format!("{url}/api/hosts/{name}")).send().await?;
-            if r.status().is_success() {
-                break;
+        t.add(
+            "4",
+            format!("first reconcile: rows for {} hosts, {armed} armed", o.hosts),
+            "—",
+            ms(settle),
+            "—",
+            "—",
+            None,
+        );
+        let mut visible = Vec::new();
+        for k in 0..5 {
+            let name = format!("bench-new-{k}");
+            let extra = format!(
+                "host \"{name}\" {{\n    mac \"02:bf:00:00:00:{k:02x}\"\n    server-type \"small\"\n    rebuild 0\n}}\n"
+            );
+            let f = 500 % files;
+            let t0 = Instant::now();
+            d.write_file(f, &extra)?;
+            loop {
+                let r = http.get(format!("{url}/api/hosts/{name}")).send().await?;
+                if r.status().is_success() {
+                    break;
+                }
+                if t0.elapsed() > Duration::from_secs(10) {
+                    return err(format!("{name} never became visible"));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            if t0.elapsed() > Duration::from_secs(10) {
-                return err(format!("{name} never became visible"));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            visible.push(t0.elapsed());
+            d.write_file(f, "")?;
+            tokio::time::sleep(Duration::from_millis(400)).await;
         }
-        visible.push(t0.elapsed());
-        d.write_file(f, "")?;
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        visible.sort();
+        let vis_med = visible[visible.len() / 2];
+        let vis_max = visible[visible.len() - 1];
+        t.add(
+            "4",
+            "one-file edit → visible in the API (median / max of 5)",
+            "< 300 ms",
+            format!("{} / {}", ms(vis_med), ms(vis_max)),
+            format!("{} (the debounce)", ms(Duration::from_millis(80))),
+            format!("{:.1}×", vis_med.as_secs_f64() / 0.080),
+            Some(vis_max < Duration::from_millis(300)),
+        );
     }
-    visible.sort();
-    let vis_med = visible[visible.len() / 2];
-    let vis_max = visible[visible.len() - 1];
-    t.add(
-        "4",
-        "one-file edit → visible in the API (median / max of 5)",
-        "< 300 ms",
-        format!("{} / {}", ms(vis_med), ms(vis_max)),
-        format!("{} (the debounce)", ms(Duration::from_millis(80))),
-        format!("{:.1}×", vis_med.as_secs_f64() / 0.080),
-        Some(vis_max < Duration::from_millis(300)),
-    );
 
     // ---- 1. boot storm
     let unarmed_mac = mac_of(1);
@@ -1000,100 +1027,109 @@ async fn run() -> Res<()> {
         .await?;
     std::fs::write(root.join("www/ipxe.txt"), &typical)?;
     let nginx = Nginx::start(&root)?;
-    let macs: Vec<String> = (0..o.hosts).map(mac_of).collect();
-    let script = wrk_script(&root, &macs)?;
-    let mut storm = Vec::new();
-    for conns in [256usize, 1000] {
-        let ours = wrk(&url, &script, conns, o.duration)?;
-        let base = wrk(&nginx.url, &script, conns, o.duration)?;
-        storm.push((conns, ours, base));
-    }
-    let h = hosts_json(&http, &url).await?;
-    let booted = count_state(&h, "pxe_booted");
-    for (conns, ours, base) in &storm {
-        let c = *conns;
+    let mut h = Vec::new();
+    if o.runs("storm") {
+        let macs: Vec<String> = (0..o.hosts).map(mac_of).collect();
+        let script = wrk_script(&root, &macs)?;
+        let mut storm = Vec::new();
+        for conns in [256usize, 1000] {
+            let ours = wrk(&url, &script, conns, o.duration)?;
+            let base = wrk(&nginx.url, &script, conns, o.duration)?;
+            storm.push((conns, ours, base));
+        }
+        h = hosts_json(&http, &url).await?;
+        let booted = count_state(&h, "pxe_booted");
+        for (conns, ours, base) in &storm {
+            let c = *conns;
+            t.add(
+                "1",
+                format!(
+                    "boot storm, {c} conns: requests/s ({} B answer)",
+                    typical.len()
+                ),
+                if c == 256 { "≥ 60 % of nginx" } else { "—" },
+                format!("{:.0}", ours.rps),
+                format!("{:.0} (nginx)", base.rps),
+                ratio(ours.rps, base.rps),
+                (c == 256).then_some(ours.rps >= 0.6 * base.rps),
+            );
+            t.add(
+                "1",
+                format!("boot storm, {c} conns: p50 / p99 / max latency"),
+                if c == 1000 { "p99 < 10 ms" } else { "—" },
+                format!(
+                    "{} / {} / {}",
+                    us_ms(ours.p50_us),
+                    us_ms(ours.p99_us),
+                    us_ms(ours.max_us)
+                ),
+                format!(
+                    "{} / {} / {}",
+                    us_ms(base.p50_us),
+                    us_ms(base.p99_us),
+                    us_ms(base.max_us)
+                ),
+                format!("p99 {}", ratio(ours.p99_us, base.p99_us)),
+                (c == 1000).then_some(ours.p99_us < 10_000.0),
+            );
+            t.add(
+                "1",
+                format!("boot storm, {c} conns: errors"),
+                "0",
+                ours.errors.to_string(),
+                base.errors.to_string(),
+                "—",
+                Some(ours.errors == 0),
+            );
+        }
         t.add(
             "1",
-            format!(
-                "boot storm, {c} conns: requests/s ({} B answer)",
-                typical.len()
-            ),
-            if c == 256 { "≥ 60 % of nginx" } else { "—" },
-            format!("{:.0}", ours.rps),
-            format!("{:.0} (nginx)", base.rps),
-            ratio(ours.rps, base.rps),
-            (c == 256).then_some(ours.rps >= 0.6 * base.rps),
-        );
-        t.add(
-            "1",
-            format!("boot storm, {c} conns: p50 / p99 / max latency"),
-            if c == 1000 { "p99 < 10 ms" } else { "—" },
-            format!(
-                "{} / {} / {}",
-                us_ms(ours.p50_us),
-                us_ms(ours.p99_us),
-                us_ms(ours.max_us)
-            ),
-            format!(
-                "{} / {} / {}",
-                us_ms(base.p50_us),
-                us_ms(base.p99_us),
-                us_ms(base.max_us)
-            ),
-            format!("p99 {}", ratio(ours.p99_us, base.p99_us)),
-            (c == 1000).then_some(ours.p99_us < 10_000.0),
-        );
-        t.add(
-            "1",
-            format!("boot storm, {c} conns: errors"),
-            "0",
-            ours.errors.to_string(),
-            base.errors.to_string(),
+            "armed hosts served their installer script during the storm",
+            format!("{armed}"),
+            booted.to_string(),
             "—",
-            Some(ours.errors == 0),
+            "—",
+            Some(booted == armed),
         );
     }
-    t.add(
-        "1",
-        "armed hosts served their installer script during the storm",
-        format!("{armed}"),
-        booted.to_string(),
-        "—",
-        "—",
-        Some(booted == armed),
-    );
 
     // ---- 2. answer storm
-    let armed_now: Vec<(usize, String)> = h
-        .iter()
-        .filter(|x| x["state"] == "pxe_booted" || x["state"] == "pxe_ready")
-        .filter_map(|x| {
-            let name = x["name"].as_str()?;
-            let i: usize = name.strip_prefix("bench-")?.parse().ok()?;
-            Some((i, x["mac"].as_str()?.to_string()))
-        })
-        .take(200)
-        .collect();
-    let n_answer = armed_now.len();
-    if n_answer < 200.min(armed) {
-        return err(format!("only {n_answer} armed hosts left"));
-    }
-    let res = answer_storm(&url, &armed_now).await;
-    let mut lat: Vec<Duration> = res.iter().map(|r| r.2).collect();
-    lat.sort();
-    let good = res
-        .iter()
-        .zip(&armed_now)
-        .filter(|((status, body, _), (i, _))| {
-            *status == 200 && body.parse::<toml::Table>().is_ok() && body.contains(&host_name(*i))
-        })
-        .count();
-    let replay = answer_storm(&url, &armed_now).await;
-    let replay_refused = replay.iter().filter(|r| r.0 == 404).count();
-    let floor = healthz_storm(&url, n_answer).await;
-    let p99 = percentile(&lat, 99.0);
-    let floor_p99 = percentile(&floor, 99.0);
-    t.add(
+    if o.runs("answer") {
+        if h.is_empty() {
+            h = hosts_json(&http, &url).await?;
+        }
+        let armed_now: Vec<(usize, String)> = h
+            .iter()
+            .filter(|x| x["state"] == "pxe_booted" || x["state"] == "pxe_ready")
+            .filter_map(|x| {
+                let name = x["name"].as_str()?;
+                let i: usize = name.strip_prefix("bench-")?.parse().ok()?;
+                Some((i, x["mac"].as_str()?.to_string()))
+            })
+            .take(200)
+            .collect();
+        let n_answer = armed_now.len();
+        if n_answer < 200.min(armed) {
+            return err(format!("only {n_answer} armed hosts left"));
+        }
+        let res = answer_storm(&url, &armed_now).await;
+        let mut lat: Vec<Duration> = res.iter().map(|r| r.2).collect();
+        lat.sort();
+        let good = res
+            .iter()
+            .zip(&armed_now)
+            .filter(|((status, body, _), (i, _))| {
+                *status == 200
+                    && body.parse::<toml::Table>().is_ok()
+                    && body.contains(&host_name(*i))
+            })
+            .count();
+        let replay = answer_storm(&url, &armed_now).await;
+        let replay_refused = replay.iter().filter(|r| r.0 == 404).count();
+        let floor = healthz_storm(&url, n_answer).await;
+        let p99 = percentile(&lat, 99.0);
+        let floor_p99 = percentile(&floor, 99.0);
+        t.add(
         "2",
         format!(
             "{n_answer} armed installers POST at once: answered (200, valid TOML) / replay refused"
@@ -1104,78 +1140,84 @@ async fn run() -> Res<()> {
         "—",
         Some(good == n_answer && replay_refused == n_answer),
     );
-    t.add(
-        "2",
-        "answer storm p50 / p99 latency",
-        "p99 < 50 ms",
-        format!("{} / {}", ms(percentile(&lat, 50.0)), ms(p99)),
-        format!(
-            "{} / {} (as many GET /healthz, same client)",
-            ms(percentile(&floor, 50.0)),
-            ms(floor_p99)
-        ),
-        format!("p99 {:.1}×", p99.as_secs_f64() / floor_p99.as_secs_f64()),
-        Some(p99 < Duration::from_millis(50)),
-    );
-    let before = hosts_json(&http, &url).await?;
-    let unarmed: Vec<(usize, String)> = (0..o.hosts)
-        .filter(|i| i % ARMED_EVERY != 0)
-        .take(200)
-        .map(|i| (i, mac_of(i)))
-        .collect();
-    let res = answer_storm(&url, &unarmed).await;
-    let refused = res.iter().filter(|r| r.0 == 404).count();
-    let mut lat: Vec<Duration> = res.iter().map(|r| r.2).collect();
-    lat.sort();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = hosts_json(&http, &url).await?;
-    t.add(
-        "2",
-        "200 unarmed MACs POST at once: refused (404) / store unchanged",
-        "200 / yes",
-        format!(
-            "{refused} / {} (p99 {})",
-            if before == after { "yes" } else { "NO" },
-            ms(percentile(&lat, 99.0))
-        ),
-        "—",
-        "—",
-        Some(refused == 200 && before == after),
-    );
-
-    // ---- 3. ISO download
-    let rss_before = rss_kib(pid);
-    let mut rss_peak = rss_before;
-    for n in [1usize, 8] {
-        let (res, peak) = with_rss_sampling(pid, || {
-            download(&format!("{url}/boot/proxmox.iso"), n, iso_bytes)
-        });
-        let (ours, ok) = res?;
-        rss_peak = rss_peak.max(peak);
-        let (base, base_ok) = download(&format!("{}/boot/proxmox.iso", nginx.url), n, iso_bytes)?;
         t.add(
-            "3",
-            format!("ISO download ({} MiB), {n} client(s): MB/s", o.iso_mib),
-            "≥ 90 % of nginx",
-            format!("{ours:.0}{}", if ok { "" } else { " (INCOMPLETE)" }),
-            format!("{base:.0}{}", if base_ok { "" } else { " (INCOMPLETE)" }),
-            ratio(ours, base),
-            Some(ok && ours >= 0.9 * base),
+            "2",
+            "answer storm p50 / p99 latency",
+            "p99 < 50 ms",
+            format!("{} / {}", ms(percentile(&lat, 50.0)), ms(p99)),
+            format!(
+                "{} / {} (as many GET /healthz, same client)",
+                ms(percentile(&floor, 50.0)),
+                ms(floor_p99)
+            ),
+            format!("p99 {:.1}×", p99.as_secs_f64() / floor_p99.as_secs_f64()),
+            Some(p99 < Duration::from_millis(50)),
+        );
+        let before = hosts_json(&http, &url).await?;
+        let unarmed: Vec<(usize, String)> = (0..o.hosts)
+            .filter(|i| i % ARMED_EVERY != 0)
+            .take(200)
+            .map(|i| (i, mac_of(i)))
+            .collect();
+        let res = answer_storm(&url, &unarmed).await;
+        let refused = res.iter().filter(|r| r.0 == 404).count();
+        let mut lat: Vec<Duration> = res.iter().map(|r| r.2).collect();
+        lat.sort();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = hosts_json(&http, &url).await?;
+        t.add(
+            "2",
+            "200 unarmed MACs POST at once: refused (404) / store unchanged",
+            "200 / yes",
+            format!(
+                "{refused} / {} (p99 {})",
+                if before == after { "yes" } else { "NO" },
+                ms(percentile(&lat, 99.0))
+            ),
+            "—",
+            "—",
+            Some(refused == 200 && before == after),
         );
     }
-    t.add(
-        "3",
-        "daemon RSS before / peak during the downloads",
-        "flat (< +32 MiB)",
-        format!("{} / {}", mib(rss_before), mib(rss_peak)),
-        format!("{} MiB file", o.iso_mib),
-        "—",
-        Some(rss_peak.saturating_sub(rss_before) < 32 * 1024),
-    );
+
+    // ---- 3. ISO download
+    if o.runs("iso") {
+        let rss_before = rss_kib(pid);
+        let mut rss_peak = rss_before;
+        for n in [1usize, 8] {
+            let (res, peak) = with_rss_sampling(pid, || {
+                download(&format!("{url}/boot/proxmox.iso"), n, iso_bytes)
+            });
+            let (ours, ok) = res?;
+            rss_peak = rss_peak.max(peak);
+            let (base, base_ok) =
+                download(&format!("{}/boot/proxmox.iso", nginx.url), n, iso_bytes)?;
+            t.add(
+                "3",
+                format!("ISO download ({} MiB), {n} client(s): MB/s", o.iso_mib),
+                "≥ 90 % of nginx",
+                format!("{ours:.0}{}", if ok { "" } else { " (INCOMPLETE)" }),
+                format!("{base:.0}{}", if base_ok { "" } else { " (INCOMPLETE)" }),
+                ratio(ours, base),
+                Some(ok && ours >= 0.9 * base),
+            );
+        }
+        t.add(
+            "3",
+            "daemon RSS before / peak during the downloads",
+            "flat (< +32 MiB)",
+            format!("{} / {}", mib(rss_before), mib(rss_peak)),
+            format!("{} MiB file", o.iso_mib),
+            "—",
+            Some(rss_peak.saturating_sub(rss_before) < 32 * 1024),
+        );
+    }
     drop(nginx);
 
     // ---- 5. SSE fan-out
-    sse_fanout(&mut t, &mut d, &url, pid, &o).await?;
+    if o.runs("sse") {
+        sse_fanout(&mut t, &mut d, &url, pid, &o).await?;
+    }
 
     daemon.stop();
     println!("\n## Results\n\nMachine: {machine}\n\n{}", t.markdown());
