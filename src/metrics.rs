@@ -9,7 +9,7 @@
 //! endpoint names, reason categories): never a host name, a MAC, or any text
 //! that came from outside, and never a secret.
 
-use crate::server::AppState;
+use crate::server::SharedState;
 use crate::state::{EventKind, HostState};
 use crate::store::{HostRecord, Store, StoreEvent, TransitionRecord};
 use axum::Router;
@@ -472,11 +472,11 @@ pub fn start_collector(metrics: Arc<Metrics>, store: Arc<Store>) -> tokio::task:
     })
 }
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<SharedState> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
+async fn metrics(State(st): State<SharedState>) -> Response {
     if let Some(rx) = &st.dnsmasq {
         let restarts = rx.borrow().restarts;
         st.metrics.set_dnsmasq_restarts(restarts);

@@ -322,6 +322,23 @@ async fn happy_path_from_ipxe_to_phone_home_and_no_secret_leaks() {
         assert!(script.contains(&needle), "{needle:?} missing in:\n{script}");
     }
     let v = wait_state(&d, "pxe_booted").await;
+    // The machine asks again (a reboot, an iPXE retry): the same installer
+    // script, and nothing new in the history.
+    for _ in 0..3 {
+        let r = get(&d, &format!("/ipxe/{MAC_DASHES}?platform=pcbios")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.text().await.unwrap(),
+            script,
+            "a re-served script differs"
+        );
+    }
+    let again = detail(&d).await;
+    assert_eq!(again["state"], "pxe_booted");
+    assert_eq!(
+        again["history"], v["history"],
+        "serving the installer script again wrote history"
+    );
     let public_key = v["operations"][0]["public_key"]
         .as_str()
         .expect("operation public key")

@@ -12,8 +12,8 @@
 pub mod view;
 
 use crate::decl::HostName;
-use crate::server::AppState;
 use crate::server::api::{host_views, internal};
+use crate::server::{AppState, SharedState};
 use crate::state::HostState;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -207,7 +207,7 @@ fn dnsmasq_status(st: &AppState) -> Option<String> {
     DNSMASQ_STATUS.read().ok().and_then(|s| s.clone())
 }
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/", get(fleet))
         .route("/hosts/{name}", get(host))
@@ -252,7 +252,7 @@ struct FleetQuery {
     state: Option<String>,
 }
 
-async fn fleet(State(st): State<AppState>, Query(q): Query<FleetQuery>) -> Response {
+async fn fleet(State(st): State<SharedState>, Query(q): Query<FleetQuery>) -> Response {
     let filter = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => match s.parse::<HostState>() {
@@ -301,7 +301,7 @@ async fn fleet(State(st): State<AppState>, Query(q): Query<FleetQuery>) -> Respo
     }
 }
 
-async fn host(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+async fn host(State(st): State<SharedState>, Path(name): Path<String>) -> Response {
     let Ok(name) = HostName::parse(&name) else {
         return error_page(
             StatusCode::BAD_REQUEST,

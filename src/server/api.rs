@@ -1,7 +1,7 @@
 //! Read-only JSON API: `/api/hosts`, `/api/hosts/{name}`,
 //! `/api/diagnostics`, `/api/unknown-machines`, `/healthz`. Never writes.
 
-use super::AppState;
+use super::SharedState;
 use crate::decl::{Diagnostic, HostName, Snapshot};
 use crate::store::{HostRecord, NoteRecord, OperationRecord, TransitionRecord};
 use axum::extract::{Path, State};
@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use std::collections::HashMap;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/hosts", get(list_hosts))
@@ -109,7 +109,7 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
 }
 
-async fn list_hosts(State(st): State<AppState>) -> Response {
+async fn list_hosts(State(st): State<SharedState>) -> Response {
     let snapshot = st.snapshot.borrow().clone();
     let store = st.store.clone();
     match tokio::task::spawn_blocking(move || store.hosts()).await {
@@ -119,7 +119,7 @@ async fn list_hosts(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn one_host(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+async fn one_host(State(st): State<SharedState>, Path(name): Path<String>) -> Response {
     let Ok(name) = HostName::parse(&name) else {
         return (StatusCode::BAD_REQUEST, "invalid host name\n").into_response();
     };
@@ -162,13 +162,13 @@ async fn one_host(State(st): State<AppState>, Path(name): Path<String>) -> Respo
     }
 }
 
-async fn diagnostics(State(st): State<AppState>) -> Json<Vec<Diagnostic>> {
+async fn diagnostics(State(st): State<SharedState>) -> Json<Vec<Diagnostic>> {
     Json(st.snapshot.borrow().diagnostics.clone())
 }
 
 /// Machines that PXE-booted without a declaration (`pxe.discover_unknown`),
 /// most recently seen first.
-async fn unknown_machines(State(st): State<AppState>) -> Response {
+async fn unknown_machines(State(st): State<SharedState>) -> Response {
     let store = st.store.clone();
     match tokio::task::spawn_blocking(move || store.unknown_machines()).await {
         Ok(Ok(list)) => Json(list).into_response(),

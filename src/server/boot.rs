@@ -8,7 +8,7 @@
 //! Tokens travel in paths (`…/installed/{token}`) or as bearer tokens and
 //! are never logged: the request span prints a redacted path.
 
-use super::AppState;
+use super::{AppState, SharedState};
 use crate::boot::{answer, firstboot, ipxe, sysinfo};
 use crate::decl::HostName;
 use crate::mac::MacAddr;
@@ -76,7 +76,7 @@ impl LocalBootScripts {
     }
 }
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/ipxe", get(entry))
         .route("/ipxe/{mac}", get(ipxe_script))
@@ -111,7 +111,7 @@ fn ipxe_response(script: String) -> Response {
         .into_response()
 }
 
-async fn entry(State(st): State<AppState>) -> Response {
+async fn entry(State(st): State<SharedState>) -> Response {
     let base = st.settings.borrow().server.public_url.clone();
     match ipxe::entry_script(&st.boot.templates, &base) {
         Ok(s) => ipxe_response(s),
@@ -125,7 +125,7 @@ struct PlatformQuery {
 }
 
 async fn ipxe_script(
-    State(st): State<AppState>,
+    State(st): State<SharedState>,
     Path(mac): Path<String>,
     Query(q): Query<PlatformQuery>,
 ) -> Response {
@@ -180,6 +180,16 @@ async fn ipxe_script(
         Ok(s) => s,
         Err(e) => return super::api::internal(e),
     };
+    if state == HostState::PxeBooted {
+        // Served before in this rebuild (the machine rebooted, or iPXE
+        // retried): the same script again, but no state change to record.
+        // Writing a transition per request would let one machine in a PXE
+        // loop (or a boot storm) fill the history and serialise every such
+        // request on the database.
+        tracing::debug!(host = %name, mac = %mac, operation = op, "installer script served again");
+        count(&st, "ipxe", "installer_again");
+        return ipxe_response(script);
+    }
     match st.store.apply(
         &name,
         op,
@@ -219,19 +229,19 @@ async fn serve_path(path: Option<&PathBuf>, what: &str, req: axum::extract::Requ
     }
 }
 
-async fn kernel(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+async fn kernel(State(st): State<SharedState>, req: axum::extract::Request) -> Response {
     serve_path(st.boot.kernel.as_ref(), "proxmox.kernel", req).await
 }
 
-async fn initrd(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+async fn initrd(State(st): State<SharedState>, req: axum::extract::Request) -> Response {
     serve_path(st.boot.initrd.as_ref(), "proxmox.initrd", req).await
 }
 
-async fn iso(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+async fn iso(State(st): State<SharedState>, req: axum::extract::Request) -> Response {
     serve_path(st.boot.iso.as_ref(), "proxmox.iso", req).await
 }
 
-async fn overlay(State(st): State<AppState>) -> Response {
+async fn overlay(State(st): State<SharedState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/gzip")],
         st.boot.overlay.clone(),
@@ -251,7 +261,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// `POST /api/boot/answer`: the installer's system information in, the
 /// TOML answer out — only for the one armed host among its MACs, only once
 /// per rebuild.
-async fn answer_file(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn answer_file(State(st): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
     let refuse_404 = |st: &AppState, outcome: &'static str, why: &str| {
         count(st, "answer", outcome);
         refuse(StatusCode::NOT_FOUND, why)
@@ -431,7 +441,7 @@ fn authorize(
 /// `POST /api/hosts/{name}/installed/{token}`: the installer's
 /// post-installation webhook. Pins the SSH host keys.
 async fn installed(
-    State(st): State<AppState>,
+    State(st): State<SharedState>,
     Path((name, token)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
@@ -542,7 +552,7 @@ fn truncate(s: &str, max: usize) -> String {
 /// `GET /api/hosts/{name}/first-boot-script/{token}`: fetched by the
 /// installer during installation.
 async fn first_boot_script(
-    State(st): State<AppState>,
+    State(st): State<SharedState>,
     Path((name, token)): Path<(String, String)>,
 ) -> Response {
     let (name, _op, state) = match authorize(&st, &name, &token) {
@@ -586,7 +596,7 @@ struct PhoneHome {
 
 /// `POST /api/hosts/{name}/phone-home` with `Authorization: Bearer <token>`.
 async fn phone_home(
-    State(st): State<AppState>,
+    State(st): State<SharedState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,

@@ -5,7 +5,7 @@
 //! problems, sent whenever they change) and `resync` (the client fell behind
 //! and should refetch `/api/hosts`). The stream only reads.
 
-use super::AppState;
+use super::SharedState;
 use crate::store::StoreEvent;
 use axum::Router;
 use axum::extract::State;
@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<SharedState> {
     Router::new().route("/events", get(events))
 }
 
@@ -33,7 +33,9 @@ fn store_event(ev: &StoreEvent) -> Option<Event> {
     }
 }
 
-async fn events(State(st): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(
+    State(st): State<SharedState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut store_rx = st.store.subscribe();
     let mut snapshot_rx = st.snapshot.clone();
     let mut stopping = st.stopping.clone();
