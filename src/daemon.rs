@@ -15,6 +15,7 @@ use crate::decl::{DeclLoader, Snapshot};
 use crate::reconcile::Reconciler;
 use crate::server::{self, AppState};
 use crate::settings::Settings;
+use crate::state::HostState;
 use crate::store::Store;
 use crate::{systemd, watch};
 use anyhow::Context;
@@ -185,6 +186,10 @@ pub async fn run(
                 let settings = settings_rx.borrow().clone();
                 let st = store.clone();
                 let snap = snapshot.clone();
+                let joins = joins.clone();
+                // The whole pass runs on the blocking pool: over 10,000 hosts
+                // it takes milliseconds that the async workers owe to the
+                // machines asking for boot scripts.
                 let result = tokio::task::spawn_blocking(move || {
                     let r = Reconciler::new(crate::reconcile::Deadlines::from(&settings.deadlines));
                     let out = r.try_reconcile_all(&snap, &st, now_ms(), &|h, g| {
@@ -192,23 +197,25 @@ pub async fn run(
                     });
                     if let Ok(applied) = &out {
                         wake(&settings, &st, &snap, applied);
+                        // Hosts that phoned home (or were joining when we
+                        // stopped) get their join task.
+                        if let Ok(records) = st.hosts() {
+                            for r in records.iter().filter(|r| {
+                                matches!(r.state, HostState::FirstBoot | HostState::Joining)
+                            }) {
+                                if let Ok(n) = crate::decl::HostName::parse(&r.name)
+                                    && let Some(h) = snap.hosts.get(&n)
+                                {
+                                    joins.ensure_running(h, r);
+                                }
+                            }
+                        }
                     }
                     (out, status_line(&st, &snap))
                 })
                 .await;
                 match result {
                     Ok((Ok(_applied), status)) => {
-                        // Hosts that phoned home (or were joining when we
-                        // stopped) get their join task.
-                        if let Ok(records) = store.hosts() {
-                            for r in &records {
-                                if let Ok(n) = crate::decl::HostName::parse(&r.name)
-                                    && let Some(h) = snapshot.hosts.get(&n)
-                                {
-                                    joins.ensure_running(h, r);
-                                }
-                            }
-                        }
                         if status != last_status {
                             systemd::status(&status);
                             last_status = status;
