@@ -33,6 +33,9 @@ pub const REQUEUE: Duration = Duration::from_secs(2);
 /// How long in-flight requests may take after a stop was requested.
 pub const GRACE: Duration = Duration::from_secs(5);
 
+/// How long the reconciler gathers kicks before the pass they asked for.
+pub const KICK_COALESCE: Duration = Duration::from_millis(25);
+
 /// How long file events are collected before a reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(80);
 
@@ -224,10 +227,17 @@ pub async fn run(
                     Ok((Err(e), _)) => tracing::error!(error = %e, "reconcile failed"),
                     Err(e) => tracing::error!(error = %e, "reconcile task failed"),
                 }
-                tokio::select! {
-                    r = snap_rx.changed() => if r.is_err() { return },
-                    _ = kick.notified() => {}
-                    _ = tokio::time::sleep(REQUEUE) => {}
+                let kicked = tokio::select! {
+                    r = snap_rx.changed() => { if r.is_err() { return } false }
+                    _ = kick.notified() => true,
+                    _ = tokio::time::sleep(REQUEUE) => false,
+                };
+                if kicked {
+                    // Callbacks come in storms (a rack finishing its install):
+                    // one pass for all the kicks of a short window, not one
+                    // full pass over the fleet per callback.
+                    tokio::time::sleep(KICK_COALESCE).await;
+                    let _ = futures_util::FutureExt::now_or_never(kick.notified());
                 }
             }
         });

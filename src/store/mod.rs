@@ -450,6 +450,38 @@ fn note_row(r: &Row<'_>) -> rusqlite::Result<NoteRecord> {
     })
 }
 
+/// `execute` and `query_row` through the connection's statement cache: the
+/// same dozen statements run for every state change, and parsing their SQL
+/// each time cost about as much as running them (seen in the answer-storm
+/// profile).
+trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P: rusqlite::Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P: rusqlite::Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Room for every statement the store runs (the default is 16).
+const STATEMENT_CACHE: usize = 64;
+
 fn load_host(tx: &Connection, name: &str) -> Result<Option<HostRecord>> {
     // Cached statement: every state change reads its host inside the
     // transaction (the boot path's iPXE transition on every request), and
@@ -503,7 +535,7 @@ fn end_operation(
     reason: Option<&str>,
     now_ms: i64,
 ) -> Result<()> {
-    tx.execute(
+    tx.exec(
         "UPDATE operations SET ended_ms = ?2, outcome = ?3, reason = ?4, private_key = NULL
          WHERE id = ?1 AND ended_ms IS NULL",
         params![id, now_ms, outcome.as_str(), reason],
@@ -529,11 +561,11 @@ fn record_transition(
     } else {
         host.since_ms
     };
-    tx.execute(
+    tx.exec(
         "UPDATE hosts SET state = ?2, since_ms = ?3 WHERE name = ?1",
         params![host.name, to.as_str(), since],
     )?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO transitions (host, operation_id, at_ms, from_state, to_state, event, cause)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -566,7 +598,7 @@ fn insert_note(
     message: &str,
     now_ms: i64,
 ) -> Result<NoteRecord> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO notes (host, operation_id, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![host, operation, now_ms, kind, message],
     )?;
@@ -647,6 +679,7 @@ impl Store {
 
     fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Deleted private keys must not linger in free pages.
         conn.pragma_update(None, "secure_delete", "ON")?;
@@ -728,7 +761,7 @@ impl Store {
     /// [`Store::ensure_host`] at an explicit time.
     pub fn ensure_host_at(&self, name: &str, mac: &str, now_ms: i64) -> Result<()> {
         self.write(|tx, _| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO hosts (name, mac, state, observed_generation, since_ms)
                  VALUES (?1, ?2, ?3, 0, ?4)
                  ON CONFLICT(name) DO UPDATE SET mac = excluded.mac, retired_at = NULL
@@ -842,7 +875,7 @@ impl Store {
                 let reason = format!("superseded by rebuild {generation}");
                 end_operation(tx, old, Outcome::Superseded, Some(&reason), now_ms)?;
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO operations (host, generation, started_ms, token_hash, public_key, private_key)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -855,7 +888,7 @@ impl Store {
                 ],
             )?;
             let op = tx.last_insert_rowid();
-            tx.execute(
+            tx.exec(
                 "UPDATE hosts SET operation_id = ?2, observed_generation = ?3, last_error = NULL
                  WHERE name = ?1",
                 params![name, op, generation_sql],
@@ -992,7 +1025,7 @@ impl Store {
                 crate::state::next(host.state, event).ok_or_else(|| not_allowed(&host, event))?;
             update_operation_in(tx, operation, &update)?;
             if let Some(hash) = token_hash {
-                tx.execute(
+                tx.exec(
                     "UPDATE operations SET token_hash = ?2 WHERE id = ?1",
                     params![operation, &hash[..]],
                 )?;
@@ -1000,20 +1033,20 @@ impl Store {
             match event {
                 EventKind::Completed => {
                     end_operation(tx, operation, Outcome::Ready, None, now_ms)?;
-                    tx.execute(
+                    tx.exec(
                         "UPDATE hosts SET operation_id = NULL, last_error = NULL WHERE name = ?1",
                         [name],
                     )?;
                 }
                 EventKind::Fail => {
                     end_operation(tx, operation, Outcome::Failed, Some(cause), now_ms)?;
-                    tx.execute(
+                    tx.exec(
                         "UPDATE hosts SET operation_id = NULL, last_error = ?2 WHERE name = ?1",
                         params![name, cause],
                     )?;
                 }
                 EventKind::AnswerServed => {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE operations SET answer_served_ms = COALESCE(answer_served_ms, ?2)
                          WHERE id = ?1",
                         params![operation, now_ms],
@@ -1055,7 +1088,7 @@ impl Store {
                 let to = crate::state::next(host.state, EventKind::Fail)
                     .ok_or_else(|| not_allowed(&host, EventKind::Fail))?;
                 end_operation(tx, op, Outcome::Cancelled, Some(cause), now_ms)?;
-                tx.execute(
+                tx.exec(
                     "UPDATE hosts SET operation_id = NULL, last_error = ?2 WHERE name = ?1",
                     params![name, cause],
                 )?;
@@ -1063,7 +1096,7 @@ impl Store {
                 events.push(StoreEvent::Transition(t.clone()));
                 transition = Some(t);
             }
-            tx.execute(
+            tx.exec(
                 "UPDATE hosts SET retired_at = ?2 WHERE name = ?1",
                 params![name, now_ms],
             )?;
@@ -1074,7 +1107,7 @@ impl Store {
     pub fn operation(&self, id: i64) -> Result<Option<OperationRecord>> {
         let conn = self.lock();
         let row = conn
-            .query_row(
+            .row(
                 &format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE id = ?1"),
                 [id],
                 operation_row,
@@ -1149,7 +1182,7 @@ impl Store {
         let now = self.now_ms();
         self.write(|tx, _| {
             check_open(tx, id)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE operations SET answer_served_ms = ?2 WHERE id = ?1 AND answer_served_ms IS NULL",
                 params![id, now],
             )?;
@@ -1201,7 +1234,7 @@ impl Store {
     pub fn token_hash(&self, operation: i64) -> Result<Option<[u8; 32]>> {
         let conn = self.lock();
         let blob: Option<Vec<u8>> = conn
-            .query_row(
+            .row(
                 "SELECT token_hash FROM operations WHERE id = ?1 AND ended_ms IS NULL",
                 [operation],
                 |r| r.get(0),
@@ -1217,7 +1250,7 @@ impl Store {
     pub fn private_key(&self, operation: i64) -> Result<Option<String>> {
         let conn = self.lock();
         let key: Option<Option<String>> = conn
-            .query_row(
+            .row(
                 "SELECT private_key FROM operations WHERE id = ?1",
                 [operation],
                 |r| r.get(0),
@@ -1228,7 +1261,7 @@ impl Store {
 
     pub fn delete_private_key(&self, operation: i64) -> Result<()> {
         self.write(|tx, _| {
-            tx.execute(
+            tx.exec(
                 "UPDATE operations SET private_key = NULL WHERE id = ?1",
                 [operation],
             )?;
@@ -1241,14 +1274,14 @@ impl Store {
     pub fn record_unknown_mac(&self, mac: &str) -> Result<()> {
         let now = self.now_ms();
         self.write(|tx, _| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO unknown_machines (mac, first_seen_ms, last_seen_ms, count)
                  VALUES (?1, ?2, ?2, 1)
                  ON CONFLICT(mac) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,
                                                 count = count + 1",
                 params![mac, now],
             )?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM unknown_machines WHERE mac IN (
                      SELECT mac FROM unknown_machines ORDER BY last_seen_ms, mac
                      LIMIT max(0, (SELECT count(*) FROM unknown_machines) - ?1))",
@@ -1298,7 +1331,7 @@ struct Extra {
 /// Fails unless operation `id` exists and is open.
 fn check_open(tx: &Transaction<'_>, id: i64) -> Result<()> {
     let row: Option<(String, Option<i64>)> = tx
-        .query_row(
+        .row(
             "SELECT host, ended_ms FROM operations WHERE id = ?1",
             [id],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1322,7 +1355,7 @@ fn update_operation_in(tx: &Transaction<'_>, id: i64, u: &OperationUpdate) -> Re
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("ssh host keys: {e}")))?;
-    tx.execute(
+    tx.exec(
         "UPDATE operations SET
              dmi_uuid = COALESCE(?2, dmi_uuid),
              machine_id = COALESCE(?3, machine_id),
