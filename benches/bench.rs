@@ -28,6 +28,12 @@ const DAEMON: &str = env!("CARGO_BIN_EXE_provisioning");
 const HOSTS_PER_FILE: usize = 10;
 /// Every tenth host is armed (`rebuild 1`): 1,000 of 10,000.
 const ARMED_EVERY: usize = 10;
+/// Rounds of the answer storm (each with 200 different armed hosts).
+const ANSWER_ROUNDS: usize = 3;
+
+/// Alternating download rounds per ISO figure.
+const ISO_ROUNDS: usize = 3;
+
 /// The pause between two requests of one connection in the paced storm.
 const PACE_MS: u64 = 100;
 const ROOT_HASH: &str = "$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/";
@@ -869,6 +875,11 @@ fn timed_cmd(cmd: &mut Command) -> Res<Duration> {
     Ok(d)
 }
 
+fn median_f64(mut runs: Vec<f64>) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    runs.get(runs.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn median_of(mut runs: Vec<Duration>) -> Duration {
     runs.sort();
     runs[runs.len() / 2]
@@ -1153,48 +1164,76 @@ async fn run() -> Res<()> {
                 let i: usize = name.strip_prefix("bench-")?.parse().ok()?;
                 Some((i, x["mac"].as_str()?.to_string()))
             })
-            .take(200)
+            .take(200 * ANSWER_ROUNDS)
             .collect();
-        let n_answer = armed_now.len();
-        if n_answer < 200.min(armed) {
-            return err(format!("only {n_answer} armed hosts left"));
+        let n_answer = 200.min(armed);
+        if n_answer == 0 || armed_now.len() < n_answer {
+            return err(format!("only {} armed hosts left", armed_now.len()));
         }
-        let res = answer_storm(&url, &armed_now).await;
-        let mut lat: Vec<Duration> = res.iter().map(|r| r.2).collect();
-        lat.sort();
-        let good = res
+        let n_rounds = (armed_now.len() / n_answer).clamp(1, ANSWER_ROUNDS);
+        // Three rounds of 200 different armed hosts, each followed by the
+        // same client's /healthz floor; the round with the median p99 is
+        // reported (one round of 200 requests is at the mercy of the
+        // scheduler for its two slowest).
+        let mut rounds = Vec::new();
+        let mut good_all = true;
+        let mut first = (0, 0);
+        for (k, batch) in armed_now.chunks(n_answer).take(n_rounds).enumerate() {
+            let res = answer_storm(&url, batch).await;
+            let mut lat: Vec<Duration> = res.iter().map(|r| r.2).collect();
+            lat.sort();
+            let good = res
+                .iter()
+                .zip(batch)
+                .filter(|((status, body, _), (i, _))| {
+                    *status == 200
+                        && body.parse::<toml::Table>().is_ok()
+                        && body.contains(&host_name(*i))
+                })
+                .count();
+            good_all &= good == batch.len();
+            if k == 0 {
+                let replay = answer_storm(&url, batch).await;
+                first = (good, replay.iter().filter(|r| r.0 == 404).count());
+            }
+            let floor = healthz_storm(&url, batch.len()).await;
+            rounds.push((lat, floor));
+        }
+        rounds.sort_by_key(|(lat, _)| percentile(lat, 99.0));
+        let (lat, floor) = &rounds[rounds.len() / 2];
+        let p99 = percentile(lat, 99.0);
+        let floor_p99 = percentile(floor, 99.0);
+        let all_p99: Vec<String> = rounds
             .iter()
-            .zip(&armed_now)
-            .filter(|((status, body, _), (i, _))| {
-                *status == 200
-                    && body.parse::<toml::Table>().is_ok()
-                    && body.contains(&host_name(*i))
-            })
-            .count();
-        let replay = answer_storm(&url, &armed_now).await;
-        let replay_refused = replay.iter().filter(|r| r.0 == 404).count();
-        let floor = healthz_storm(&url, n_answer).await;
-        let p99 = percentile(&lat, 99.0);
-        let floor_p99 = percentile(&floor, 99.0);
-        t.add(
-        "2",
-        format!(
-            "{n_answer} armed installers POST at once: answered (200, valid TOML) / replay refused"
-        ),
-        format!("{n_answer} / {n_answer}"),
-        format!("{good} / {replay_refused}"),
-        "—",
-        "—",
-        Some(good == n_answer && replay_refused == n_answer),
-    );
+            .map(|(l, _)| ms(percentile(l, 99.0)))
+            .collect();
         t.add(
             "2",
-            "answer storm p50 / p99 latency",
+            format!(
+                "{n_answer} armed installers POST at once: answered (200, valid TOML) / replay refused"
+            ),
+            format!("{n_answer} / {n_answer}"),
+            format!(
+                "{} / {}{}",
+                first.0,
+                first.1,
+                if good_all { "" } else { " (a later round failed)" }
+            ),
+            "—",
+            "—",
+            Some(first.0 == n_answer && first.1 == n_answer && good_all),
+        );
+        t.add(
+            "2",
+            format!(
+                "answer storm p50 / p99 latency (median round of {n_rounds}; p99 of each: {})",
+                all_p99.join(", ")
+            ),
             "p99 < 50 ms",
-            format!("{} / {}", ms(percentile(&lat, 50.0)), ms(p99)),
+            format!("{} / {}", ms(percentile(lat, 50.0)), ms(p99)),
             format!(
                 "{} / {} (as many GET /healthz, same client)",
-                ms(percentile(&floor, 50.0)),
+                ms(percentile(floor, 50.0)),
                 ms(floor_p99)
             ),
             format!("p99 {:.1}×", p99.as_secs_f64() / floor_p99.as_secs_f64()),
@@ -1237,16 +1276,32 @@ async fn run() -> Res<()> {
         let rss_before = rss_kib(pid);
         let mut rss_peak = rss_before;
         for n in [1usize, 8] {
-            let (res, peak) = with_rss_sampling(pid, || {
-                download(&format!("{url}/boot/proxmox.iso"), n, iso_bytes)
-            });
-            let (ours, ok) = res?;
-            rss_peak = rss_peak.max(peak);
-            let (base, base_ok) =
-                download(&format!("{}/boot/proxmox.iso", nginx.url), n, iso_bytes)?;
+            // Three rounds, alternating the servers, medians reported: one
+            // download of a warm file takes well under a second, and a single
+            // round swings by a factor of two with whatever else the two
+            // cores are doing.
+            let (mut ours_runs, mut base_runs) = (Vec::new(), Vec::new());
+            let (mut ok, mut base_ok) = (true, true);
+            for _ in 0..ISO_ROUNDS {
+                let (res, peak) = with_rss_sampling(pid, || {
+                    download(&format!("{url}/boot/proxmox.iso"), n, iso_bytes)
+                });
+                let (mbs, complete) = res?;
+                rss_peak = rss_peak.max(peak);
+                ok &= complete;
+                ours_runs.push(mbs);
+                let (mbs, complete) =
+                    download(&format!("{}/boot/proxmox.iso", nginx.url), n, iso_bytes)?;
+                base_ok &= complete;
+                base_runs.push(mbs);
+            }
+            let (ours, base) = (median_f64(ours_runs), median_f64(base_runs));
             t.add(
                 "3",
-                format!("ISO download ({} MiB), {n} client(s): MB/s", o.iso_mib),
+                format!(
+                    "ISO download ({} MiB), {n} client(s): MB/s (median of {ISO_ROUNDS})",
+                    o.iso_mib
+                ),
                 "≥ 90 % of nginx",
                 format!("{ours:.0}{}", if ok { "" } else { " (INCOMPLETE)" }),
                 format!("{base:.0}{}", if base_ok { "" } else { " (INCOMPLETE)" }),
