@@ -135,8 +135,8 @@ pub async fn run(
 
     // The watcher only enqueues; the loader task owns the per-file cache.
     let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
-    let dirs = watched_dirs(&settings);
-    let _watcher = watch::watch_dirs(&dirs, DEBOUNCE, fs_tx.clone())
+    let mut dirs = watched_dirs(&settings);
+    let mut watcher = watch::watch_dirs(&dirs, DEBOUNCE, fs_tx.clone())
         .with_context(|| format!("cannot watch {dirs:?}"))?;
     // SIGHUP asks the loader for a full reload with the new settings.
     let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<Arc<Settings>>();
@@ -144,6 +144,8 @@ pub async fn run(
         let snap_tx = snap_tx.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            // The watcher lives with the loader: a reload that moves the
+            // hosts directory (or the server-types file) moves the watch too.
             loop {
                 let next = tokio::select! {
                     Some(paths) = fs_rx.recv() => {
@@ -151,6 +153,19 @@ pub async fn run(
                         Some(s)
                     }
                     Some(new_settings) = reload_rx.recv() => {
+                        let new_dirs = watched_dirs(&new_settings);
+                        if new_dirs != dirs {
+                            match watch::watch_dirs(&new_dirs, DEBOUNCE, fs_tx.clone()) {
+                                Ok(w) => {
+                                    tracing::info!(dirs = ?new_dirs, "now watching the reloaded directories");
+                                    // The old watch ends when it is dropped.
+                                    drop(std::mem::replace(&mut watcher, w));
+                                    dirs = new_dirs;
+                                }
+                                // The old watch stays: edits there still reload.
+                                Err(e) => tracing::error!(dirs = ?new_dirs, error = %e, "cannot watch the reloaded directories; edits there need another reload"),
+                            }
+                        }
                         Some(load_snapshot(&mut loader, &new_settings))
                     }
                     else => None,

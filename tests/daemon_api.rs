@@ -168,3 +168,89 @@ async fn bad_requests_get_4xx() {
         "ok\n"
     );
 }
+
+/// `systemctl reload` with a new `paths.hosts_dir`: the hosts there are
+/// loaded, and later edits in the new directory are picked up without
+/// another reload (the watch moved with the setting).
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_with_a_new_hosts_dir_watches_the_new_dir() {
+    let dep = Deployment::new("");
+    dep.write_hosts("a.kdl", &host_kdl("pve-01", "58:47:CA:71:02:1E", 0));
+    let d = Daemon::start(&dep.config());
+    assert!(host(&d.get_json("/api/hosts").await, "pve-01").is_some());
+
+    let root = dep.dir.path();
+    let moved = root.join("hosts-moved.d");
+    std::fs::create_dir(&moved).unwrap();
+    std::fs::copy(
+        root.join("hosts.d/server-types.yaml"),
+        moved.join("server-types.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        moved.join("b.kdl"),
+        host_kdl("pve-02", "58:47:CA:71:02:2E", 0),
+    )
+    .unwrap();
+    std::fs::write(
+        dep.config(),
+        format!(
+            "paths:\n  hosts_dir: {0}\n  state_dir: {1}/state\n  server_types: {0}/server-types.yaml\n",
+            moved.display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+
+    let url = d.url.clone();
+    let names = |url: String| async move {
+        let hosts: serde_json::Value = reqwest::get(format!("{url}/api/hosts"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        Some(
+            hosts
+                .as_array()?
+                .iter()
+                .filter_map(|h| h["name"].as_str().map(String::from))
+                .collect::<Vec<_>>(),
+        )
+    };
+    eventually(
+        Duration::from_secs(10),
+        "pve-02 from the new dir, pve-01 retired",
+        || {
+            let url = url.clone();
+            async move { (names(url).await? == ["pve-02"]).then_some(()) }
+        },
+    )
+    .await;
+
+    // An edit in the new directory, with no reload: picked up.
+    let tmp = moved.join(".c.kdl.tmp");
+    std::fs::write(&tmp, host_kdl("pve-03", "58:47:CA:71:02:3E", 0)).unwrap();
+    std::fs::rename(&tmp, moved.join("c.kdl")).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "pve-03 from an edit in the new dir",
+        || {
+            let url = url.clone();
+            async move { (names(url).await? == ["pve-02", "pve-03"]).then_some(()) }
+        },
+    )
+    .await;
+
+    // And the old directory is no longer watched: an edit there changes nothing.
+    dep.write_hosts("a.kdl", &host_kdl("pve-09", "58:47:CA:71:02:9E", 0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(names(url.clone()).await.unwrap(), ["pve-02", "pve-03"]);
+    assert!(
+        d.logs().contains("now watching the reloaded directories"),
+        "{}",
+        d.logs()
+    );
+    drop(d);
+}
