@@ -189,6 +189,28 @@ pub async fn run(
     }
 
     let joins = Arc::new(join_driver(&settings, store.clone(), kick.clone())?);
+    // A reload gives joins started from then on the new settings and re-reads
+    // the join password and Infrastructure token files (rotated secrets).
+    {
+        let joins = joins.clone();
+        let store = store.clone();
+        let kick = kick.clone();
+        let mut settings_rx = settings_rx.clone();
+        tokio::spawn(async move {
+            while settings_rx.changed().await.is_ok() {
+                let s = settings_rx.borrow_and_update().clone();
+                match join_context(&s, store.clone(), kick.clone()) {
+                    Ok(ctx) => {
+                        joins.reconfigure(ctx);
+                        tracing::info!("join: new settings for joins started from now on");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "join: cannot apply the reloaded settings; joins keep the previous ones")
+                    }
+                }
+            }
+        });
+    }
 
     // The reconciler: level-triggered on snapshot changes, kicks and a tick.
     {
@@ -648,7 +670,19 @@ fn join_driver(
     store: Arc<Store>,
     kick: Arc<Notify>,
 ) -> anyhow::Result<crate::join::driver::JoinDriver> {
-    use crate::join::driver::{JoinContext, JoinDriver};
+    Ok(crate::join::driver::JoinDriver::new(join_context(
+        settings, store, kick,
+    )?))
+}
+
+/// The join's settings, secrets (read from their files now) and
+/// Infrastructure client.
+fn join_context(
+    settings: &Settings,
+    store: Arc<Store>,
+    kick: Arc<Notify>,
+) -> anyhow::Result<crate::join::driver::JoinContext> {
+    use crate::join::driver::JoinContext;
     let join_password = match &settings.proxmox.join_password_file {
         Some(p) => Some(
             crate::secrets::read_secret_file(p)
@@ -675,11 +709,11 @@ fn join_driver(
             None
         }
     };
-    Ok(JoinDriver::new(JoinContext::new(
+    Ok(JoinContext::new(
         store,
         Arc::new(settings.clone()),
         join_password,
         infra,
         kick,
-    )))
+    ))
 }

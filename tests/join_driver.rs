@@ -128,6 +128,10 @@ impl Env {
     }
 
     fn driver(&self, infra: Option<InfraClient>, password: &str) -> JoinDriver {
+        JoinDriver::new(self.context(infra, password))
+    }
+
+    fn context(&self, infra: Option<InfraClient>, password: &str) -> JoinContext {
         let mut ctx = JoinContext::new(
             self.store.clone(),
             Arc::new(self.settings.clone()),
@@ -139,7 +143,7 @@ impl Env {
             initial: Duration::from_millis(200),
             max: Duration::from_secs(1),
         };
-        JoinDriver::new(ctx)
+        ctx
     }
 
     fn ensure(&self, driver: &JoinDriver) {
@@ -652,4 +656,28 @@ fn run_pvecm_locally(env: &Env) {
         .unwrap();
     writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// A settings reload (`JoinDriver::reconfigure`) applies to joins started
+/// afterwards: a driver started without Infrastructure, reconfigured with
+/// it, registers the host it then joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_started_after_a_reload_use_the_new_settings() {
+    let mut env = Env::first_boot();
+    env.sshd.start_sshd();
+    let server = infra_server(201, 1).await;
+    let driver = env.driver(None, "not-the-password");
+    driver.reconfigure(env.context(Some(infra_client(&server)), PASSWORD));
+
+    env.ensure(&driver);
+    wait_done(&driver, &env, Duration::from_secs(60)).await;
+    assert_eq!(
+        env.state(),
+        HostState::Ready,
+        "{:#?}",
+        env.store.notes(NAME).unwrap()
+    );
+    assert_eq!(env.pvecm_runs(), 1);
+    // infra_server(201, 1) verifies exactly one registration when dropped.
+    drop(server);
 }

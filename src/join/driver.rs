@@ -126,7 +126,9 @@ pub struct JoinDriver {
 }
 
 struct Inner {
-    ctx: JoinContext,
+    /// Replaced by [`JoinDriver::reconfigure`] (a settings reload); a task
+    /// keeps the context it started with.
+    ctx: std::sync::RwLock<Arc<JoinContext>>,
     /// Hosts with a task in flight.
     running: Mutex<HashSet<String>>,
     /// Whether "registration skipped" was logged already.
@@ -136,6 +138,10 @@ struct Inner {
 impl Inner {
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ctx(&self) -> Arc<JoinContext> {
+        self.ctx.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -148,7 +154,7 @@ struct RunningGuard {
 impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.inner.running().remove(&self.host);
-        self.inner.ctx.kick.notify_one();
+        self.inner.ctx().kick.notify_one();
     }
 }
 
@@ -156,7 +162,7 @@ impl JoinDriver {
     pub fn new(ctx: JoinContext) -> Self {
         Self {
             inner: Arc::new(Inner {
-                ctx,
+                ctx: std::sync::RwLock::new(Arc::new(ctx)),
                 running: Mutex::new(HashSet::new()),
                 skip_logged: AtomicBool::new(false),
             }),
@@ -192,6 +198,7 @@ impl JoinDriver {
         };
         let task = Task {
             inner: self.inner.clone(),
+            ctx: self.inner.ctx(),
             host: host.clone(),
             name,
             operation,
@@ -202,6 +209,13 @@ impl JoinDriver {
             let _guard = guard;
             task.run().await;
         });
+    }
+
+    /// Takes new settings, secrets and Infrastructure client (a reload) for
+    /// the tasks started from now on; tasks in flight finish with theirs.
+    /// The set of running hosts is kept, so a host never gets a second task.
+    pub fn reconfigure(&self, ctx: JoinContext) {
+        *self.inner.ctx.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ctx);
     }
 
     /// Whether a join task for `host` is in flight.
@@ -235,6 +249,8 @@ impl From<StoreError> for Stop {
 
 struct Task {
     inner: Arc<Inner>,
+    /// The context this task started with.
+    ctx: Arc<JoinContext>,
     host: Host,
     name: String,
     operation: i64,
@@ -244,11 +260,11 @@ struct Task {
 
 impl Task {
     fn ctx(&self) -> &JoinContext {
-        &self.inner.ctx
+        &self.ctx
     }
 
     fn store(&self) -> &Store {
-        &self.inner.ctx.store
+        &self.ctx.store
     }
 
     async fn run(mut self) {
