@@ -430,6 +430,8 @@ pub fn boot_context(settings: &Settings) -> anyhow::Result<crate::server::boot::
     use crate::boot::answer::{AnswerDefaults, Keyboard, PasswordHash, RebootMode};
     let templates = crate::templates::Templates::new(settings.paths.templates_dir.as_deref())
         .context("cannot load the templates")?;
+    crate::dashboard::use_templates_dir(settings.paths.templates_dir.as_deref())
+        .context("cannot load the dashboard templates")?;
     let root_password_hash = match &settings.answer.root_password_hash_file {
         Some(p) => {
             let secret = crate::secrets::read_secret_file(p)

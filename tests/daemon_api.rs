@@ -254,3 +254,49 @@ async fn reload_with_a_new_hosts_dir_watches_the_new_dir() {
     );
     drop(d);
 }
+
+/// `paths.templates_dir` overrides the dashboard's pages too; a broken
+/// override stops the start with a message naming the file, before anything
+/// listens.
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_dir_overrides_dashboard_pages_and_a_broken_one_refuses_to_start() {
+    let dep = Deployment::with_settings(|root| {
+        let dir = root.join("templates");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("fleet.html"),
+            "{% extends \"layout.html\" %}{% block main %}<p id=\"ours\">our fleet page: {{ total }} hosts</p>{% endblock %}",
+        )
+        .unwrap();
+        format!("  templates_dir: {}/templates\n", root.display())
+    });
+    // (The extra line lands inside the generated config's `paths:` block.)
+    dep.write_hosts("a.kdl", &host_kdl("pve-01", "58:47:CA:71:02:1E", 0));
+    let d = Daemon::start(&dep.config());
+    let page = reqwest::get(format!("{}/", d.url)).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("our fleet page: 1 hosts"), "{body}");
+    // The host page is still the embedded one.
+    let host = reqwest::get(format!("{}/hosts/pve-01", d.url))
+        .await
+        .unwrap();
+    assert_eq!(host.status(), 200);
+    assert!(!host.text().await.unwrap().contains("our fleet page"));
+    drop(d);
+
+    std::fs::write(dep.dir.path().join("templates/fleet.html"), "{% if %}").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_provisioning"))
+        .args(["serve", "--config"])
+        .arg(dep.config())
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dashboard templates") && err.contains("fleet.html"),
+        "{err}"
+    );
+}

@@ -59,6 +59,12 @@ pub enum DashboardError {
     },
     #[error("view model does not serialize: {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error("cannot read template override {path}: {source}")]
+    ReadOverride {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// An embedded asset with its content hash (for the URL and the ETag).
@@ -96,6 +102,13 @@ pub fn asset_url(name: &str) -> String {
 }
 
 fn environment() -> Result<Environment<'static>, DashboardError> {
+    environment_with(None)
+}
+
+/// The environment with every template replaced by `dir/<name>` where that
+/// file exists (the operator's `paths.templates_dir`, shared with the iPXE
+/// and first-boot templates).
+fn environment_with(dir: Option<&std::path::Path>) -> Result<Environment<'static>, DashboardError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     // Debug info would copy template state (values) into errors.
@@ -113,14 +126,41 @@ fn environment() -> Result<Environment<'static>, DashboardError> {
         Value::from_safe_string(asset_url("dashboard.css")),
     );
     env.add_global("js_url", Value::from_safe_string(asset_url("dashboard.js")));
-    for (name, source) in TEMPLATES {
-        env.add_template(name, source)
+    for (name, embedded) in TEMPLATES {
+        let source = match dir.map(|d| d.join(name)) {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (*embedded).to_string(),
+                Err(source) => return Err(DashboardError::ReadOverride { path, source }),
+            },
+            None => (*embedded).to_string(),
+        };
+        env.add_template_owned(*name, source)
             .map_err(|source| DashboardError::Template {
                 name: (*name).to_string(),
                 source,
             })?;
     }
     Ok(env)
+}
+
+/// The environment installed by [`use_templates_dir`], if any.
+static OVERRIDDEN: RwLock<Option<std::sync::Arc<Environment<'static>>>> = RwLock::new(None);
+
+/// Loads the dashboard's templates with the operator's overrides from
+/// `dir` (a file per template name: `layout.html`, `fleet.html`,
+/// `host.html`, `tile.html`, `error.html`). Called once at start; an
+/// override that cannot be read or does not parse is an error then, not a
+/// broken page later. `None` goes back to the embedded templates.
+pub fn use_templates_dir(dir: Option<&std::path::Path>) -> Result<(), DashboardError> {
+    let env = match dir {
+        Some(d) => Some(std::sync::Arc::new(environment_with(Some(d))?)),
+        None => None,
+    };
+    if let Ok(mut slot) = OVERRIDDEN.write() {
+        *slot = env;
+    }
+    Ok(())
 }
 
 static ENV: LazyLock<Result<Environment<'static>, String>> =
@@ -153,10 +193,14 @@ fn to_value(v: &serde_json::Value) -> Value {
 
 /// Renders template `name` with the view model `ctx`.
 pub fn render(name: &str, ctx: &impl Serialize) -> Result<String, DashboardError> {
-    let env = ENV.as_ref().map_err(|e| DashboardError::Template {
-        name: name.to_string(),
-        source: minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.clone()),
-    })?;
+    let overridden = OVERRIDDEN.read().ok().and_then(|o| o.clone());
+    let env = match &overridden {
+        Some(env) => env.as_ref(),
+        None => ENV.as_ref().map_err(|e| DashboardError::Template {
+            name: name.to_string(),
+            source: minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.clone()),
+        })?,
+    };
     let value = to_value(&serde_json::to_value(ctx)?);
     let err = |source| DashboardError::Template {
         name: name.to_string(),
@@ -419,4 +463,37 @@ pub fn render_fleet(input: view::FleetInput<'_>) -> Result<String, DashboardErro
 /// Renders a host page from explicit inputs (for tests and tools).
 pub fn render_host(input: view::HostInput<'_>) -> Result<String, DashboardError> {
     render("host.html", &view::host_page(input))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::environment_with;
+    use minijinja::context;
+
+    #[test]
+    fn an_override_replaces_one_template_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("error.html"),
+            "{% extends \"layout.html\" %}{% block main %}OURS: {{ message }}{% endblock %}",
+        )
+        .unwrap();
+        let env = environment_with(Some(dir.path())).unwrap();
+        let out = env
+            .get_template("error.html")
+            .unwrap()
+            .render(context! { title => "t", message => "<b>x</b>" })
+            .unwrap();
+        assert!(out.contains("OURS: &lt;b&gt;x&lt;&#x2f;b&gt;"), "{out}");
+        // layout.html is still the embedded one (and overrides stay escaped).
+        assert!(out.contains("<html"), "{out}");
+    }
+
+    #[test]
+    fn a_broken_override_is_an_error_naming_the_template() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fleet.html"), "{% if %}").unwrap();
+        let err = environment_with(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("fleet.html"), "{err}");
+    }
 }
