@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Daemon, Deployment, eventually, host, host_kdl};
+use common::{Daemon, Deployment, eventually, host, host_kdl, hosts_json};
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
@@ -34,12 +34,7 @@ async fn edit_shows_in_api_and_events_and_survives_restarts() {
     eventually(Duration::from_secs(5), "pve-01 armed", || {
         let url = url.clone();
         async move {
-            let hosts: serde_json::Value = reqwest::get(format!("{url}/api/hosts"))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let hosts = hosts_json(&url).await?;
             let h = host(&hosts, "pve-01")?;
             (h["state"] == "pxe_ready" && h["observed_generation"] == 1).then_some(())
         }
@@ -205,12 +200,7 @@ async fn reload_with_a_new_hosts_dir_watches_the_new_dir() {
 
     let url = d.url.clone();
     let names = |url: String| async move {
-        let hosts: serde_json::Value = reqwest::get(format!("{url}/api/hosts"))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let hosts = hosts_json(&url).await?;
         Some(
             hosts
                 .as_array()?

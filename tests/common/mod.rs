@@ -174,6 +174,16 @@ where
     }
 }
 
+/// `GET {url}/api/hosts` as JSON; `None` on any failure (for `eventually`).
+pub async fn hosts_json(url: &str) -> Option<serde_json::Value> {
+    reqwest::get(format!("{url}/api/hosts"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 pub fn host<'a>(hosts: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
     hosts.as_array()?.iter().find(|h| h["name"] == name)
 }
