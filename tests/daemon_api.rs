@@ -242,6 +242,11 @@ async fn reload_with_a_new_hosts_dir_watches_the_new_dir() {
         "{}",
         d.logs()
     );
+    // stderr is a pipe here, not a terminal: plain text, no colour codes.
+    assert!(
+        !d.logs().contains('\x1b'),
+        "escape sequences in a piped log"
+    );
     drop(d);
 }
 
