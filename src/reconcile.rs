@@ -250,21 +250,22 @@ impl Reconciler {
         let mut declared = snapshot.hosts.iter().peekable();
         let mut applied = Vec::new();
         loop {
-            let side = match (declared.peek(), observed.peek()) {
+            use std::cmp::Ordering::{Equal, Greater};
+            let (desired, first) = match (declared.peek(), observed.peek()) {
                 (None, None) => break,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some((n, _)), Some(r)) => n.as_str().cmp(r.name.as_str()),
+                (Some((n, _)), Some(r)) => match n.as_str().cmp(r.name.as_str()) {
+                    Equal => (declared.next(), observed.next()),
+                    Greater => (None, observed.next()),
+                    _ => (declared.next(), None),
+                },
+                (Some(_), None) => (declared.next(), None),
+                (None, Some(_)) => (None, observed.next()),
             };
-            let (desired, first) = match side {
-                std::cmp::Ordering::Less => (declared.next(), None),
-                std::cmp::Ordering::Greater => (None, observed.next()),
-                std::cmp::Ordering::Equal => (declared.next(), observed.next()),
-            };
-            let name = match (desired, &first) {
-                (Some((n, _)), _) => n.as_str().to_string(),
-                (None, Some(r)) => r.name.clone(),
-                (None, None) => break,
+            let Some(name) = desired
+                .map(|(n, _)| n.as_str().to_string())
+                .or_else(|| first.as_ref().map(|r| r.name.clone()))
+            else {
+                break;
             };
             self.reconcile_host(
                 &name,

@@ -77,10 +77,8 @@ pub fn parse_kdl_many(files: &[(&Path, &str)]) -> Vec<FileDecls> {
                             let Some((path, text)) = files.get(i) else {
                                 return mine;
                             };
-                            // Already on a large stack: parse here, catching a panic.
-                            let decls = decode(path, text, |t| {
-                                std::panic::catch_unwind(|| KdlDocument::parse(t)).ok()
-                            });
+                            // Already on a large stack: parse here.
+                            let decls = decode(path, text, parse_here);
                             mine.push((i, decls));
                         }
                     })
@@ -185,6 +183,12 @@ const MAX_NESTING: usize = 32;
 /// foresee needs a very large file before it can overflow.
 const PARSER_STACK: usize = 64 * 1024 * 1024;
 
+/// Runs the kdl crate's parser on the current thread, a panic inside it
+/// becoming `None`.
+fn parse_here(text: &str) -> Option<Result<KdlDocument, ::kdl::KdlError>> {
+    std::panic::catch_unwind(|| KdlDocument::parse(text)).ok()
+}
+
 /// Runs the kdl crate's parser on its own thread with a large stack. The
 /// crate is not ours: a panic inside it becomes `None` (reported as a
 /// diagnostic) instead of taking the daemon down.
@@ -196,8 +200,8 @@ fn parse_guarded(text: &str) -> Option<Result<KdlDocument, ::kdl::KdlError>> {
             .spawn_scoped(scope, || KdlDocument::parse(text))
         {
             Ok(handle) => handle.join().ok(),
-            // No thread to be had: parse here, still catching a panic.
-            Err(_) => std::panic::catch_unwind(|| KdlDocument::parse(text)).ok(),
+            // No thread to be had: parse here.
+            Err(_) => parse_here(text),
         }
     })
 }

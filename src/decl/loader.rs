@@ -239,28 +239,22 @@ impl DeclLoader {
             .into_iter()
             .filter_map(|k| self.read_changed(k, Kind::Kdl))
             .collect();
-        let (valid, invalid): (Vec<&Pending>, Vec<&Pending>) =
-            pending.iter().partition(|p| p.text().is_ok());
-        let texts: Vec<(&Path, &str)> = valid
+        // The UTF-8 files go to the batch parser (results in input order);
+        // the others get their "not valid UTF-8" diagnostic from `parse`.
+        let texts: Vec<(&Path, &str)> = pending
             .iter()
             .filter_map(|p| Some((p.key.as_path(), p.text().ok()?)))
             .collect();
-        let mut parsed: HashMap<&Path, FileDecls> = texts
+        let mut parsed = parse_kdl_many(&texts).into_iter();
+        let decls: Vec<FileDecls> = pending
             .iter()
-            .map(|(p, _)| *p)
-            .zip(parse_kdl_many(&texts))
+            .map(|p| match p.text() {
+                Ok(_) => parsed.next().unwrap_or_default(),
+                Err(_) => p.parse(),
+            })
             .collect();
-        for p in invalid {
-            parsed.insert(p.key.as_path(), p.parse());
-        }
-        let mut results: Vec<(PathBuf, u64, FileDecls)> = Vec::with_capacity(pending.len());
-        for p in &pending {
-            if let Some(d) = parsed.remove(p.key.as_path()) {
-                results.push((p.key.clone(), p.hash, d));
-            }
-        }
-        for (key, hash, decls) in results {
-            self.set_current(key, Kind::Kdl, Some(hash), decls);
+        for (p, d) in pending.into_iter().zip(decls) {
+            self.set_current(p.key, p.kind, Some(p.hash), d);
         }
     }
 

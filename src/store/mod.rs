@@ -454,7 +454,7 @@ fn note_row(r: &Row<'_>) -> rusqlite::Result<NoteRecord> {
 /// same dozen statements run for every state change, and parsing their SQL
 /// each time cost about as much as running them (seen in the answer-storm
 /// profile).
-trait Cached {
+trait CachedStatements {
     fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
     fn row<T, P: rusqlite::Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
         &self,
@@ -464,7 +464,7 @@ trait Cached {
     ) -> rusqlite::Result<T>;
 }
 
-impl Cached for Connection {
+impl CachedStatements for Connection {
     fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
         self.prepare_cached(sql)?.execute(params)
     }
