@@ -13,8 +13,15 @@ if [ -f "$K/vmlinuz" ] && [ -f "$K/version" ] && [ -d "$K/root/lib/modules" ] &&
     exit 0
 fi
 mkdir -p "$K" && cd "$K"
-pkg=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1)
-[ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64 (apt-get update needed?)"
+resolve() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1; }
+pkg=$(resolve || true)
+if [ -z "$pkg" ]; then
+    # A machine whose package lists were never fetched (or were cleaned).
+    log "package lists do not know linux-image-cloud-amd64: apt-get update"
+    apt-get update -qq >&2
+    pkg=$(resolve || true)
+fi
+[ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64 even after apt-get update"
 log "kernel package: $pkg"
 rm -f ./*.deb
 apt-get download "$pkg" systemd-boot-efi >&2 2>/dev/null || apt-get download "$pkg" systemd-boot-efi >&2
